@@ -1,0 +1,52 @@
+# leitstand — the two commands for a fresh machine: `make dev` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+PORT ?= 8788
+# The token: the environment's, else the one in .env, else `dev` (the service reads the other
+# settings from the environment and .env itself).
+TOKEN := $${LEITSTAND_TOKEN:-$$(sed -n 's/^LEITSTAND_TOKEN=//p' .env 2>/dev/null | tail -n 1)}
+
+.PHONY: dev venv venv-dev ingest-test test test-python lint openapi clean
+
+$(VENV)/.runtime: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.runtime
+venv-dev: $(VENV)/.dev
+
+## Create the venv, install, and run the service on $(PORT) (token from the env, .env, or `dev`).
+dev: venv
+	@token="$(TOKEN)"; LEITSTAND_TOKEN="$${token:-dev}" \
+	  exec $(VENV)/bin/uvicorn app:app --host 0.0.0.0 --port $(PORT) --no-access-log
+
+## Send one event to a running `make dev` and show the answer.
+ingest-test:
+	@token="$(TOKEN)"; curl -sS --fail-with-body -X POST "http://localhost:$(PORT)/v1/ingest?domain=aussen" \
+	     -H "Content-Type: application/json" \
+	     -H "X-Auth: $${token:-dev}" \
+	     -d '{"event": "ingest-test", "status": "ok"}'
+	@echo
+
+## Create the venv, install everything the tests need, and run the whole suite.
+test: venv-dev
+	$(PY) -m pytest
+
+lint: venv-dev
+	$(VENV)/bin/ruff check leitstand tests tools app.py
+
+## Regenerate docs/openapi.yaml from the app.
+openapi: venv-dev
+	$(PY) -m leitstand.openapi > docs/openapi.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,87 @@
+"""Request ids and the access log: one line per request, safe against log injection."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import Metrics
+
+log = logging.getLogger("leitstand.access")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_UNSAFE = re.compile(r"[^\x21-\x7e]")  # anything but visible ASCII is escaped
+
+
+def clean(value: object, limit: int = 512) -> str:
+    """Render `value` for a log line: visible ASCII only, so CR/LF, ANSI escapes or other
+    control characters can neither split a line nor forge one."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                       else f"\\u{ord(m.group()):04x}", text)
+
+
+def request_id_from(raw: bytes | None) -> str:
+    """The client's `X-Request-ID` if it is a sane token, else a fresh one."""
+    if raw:
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            text = ""
+        if _REQUEST_ID.fullmatch(text):
+            return text
+    return uuid.uuid4().hex
+
+
+class AccessLog:
+    """ASGI middleware: assigns `scope["state"]["request_id"]`, echoes it as `X-Request-ID`,
+    logs method, path, status and duration once the answer has been sent, and counts the
+    request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        raw_id = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = request_id_from(raw_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers: list[Any] = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, str(status)).inc()
+            if log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                log.info(
+                    "request_id=%s client=%s method=%s path=%s status=%d duration_ms=%.1f",
+                    request_id,
+                    clean(client[0] if client else "-"),
+                    clean(scope["method"], 16),
+                    clean(scope["path"]),
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )

@@ -1,0 +1,283 @@
+"""HTTP routes. Thin: guard (rate limit, auth) → read and decode the body → store → answer."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
+
+from . import __version__
+from .config import Settings
+from .decode import encode_events, media_kind, read_body
+from .errors import BadRequest, Unauthorized
+from .metrics import Metrics
+from .ratelimit import RateLimiter, RateState
+from .store import Idempotency, Store
+
+# The first release deprecates the legacy route; it is removed six months later.
+DEPRECATED_SINCE = datetime(2026, 11, 26, tzinfo=timezone.utc)
+SUNSET = datetime(2027, 5, 26, tzinfo=timezone.utc)
+LEGACY_HEADERS = {
+    "Deprecation": f"@{int(DEPRECATED_SINCE.timestamp())}",
+    "Sunset": format_datetime(SUNSET, usegmt=True),
+    "Link": '</v1/ingest>; rel="successor-version"',
+}
+_MAX_AUTH_HEADER = 1024
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass
+class Service:
+    """Everything the routes need, built once per app by `create_app`."""
+
+    settings: Settings
+    store: Store
+    limiter: RateLimiter
+    metrics: Metrics
+    tokens: tuple[bytes, ...]
+
+
+def service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+def guard(request: Request) -> RateState:
+    """Count the request against its client's rate limit (before auth, so that guessing the
+    token is limited too), then check `X-Auth`. Rate headers go on every answer."""
+    svc = service(request)
+    client = svc.limiter.client_ip(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+    )
+    request.state.client_ip = client
+    state = svc.limiter.hit(client)
+    request.state.rate_headers = state.headers()
+    check_token(request.scope["headers"], svc.tokens)
+    return state
+
+
+def check_token(headers: list[tuple[bytes, bytes]], tokens: tuple[bytes, ...]) -> None:
+    """Exactly one `X-Auth` header, equal (constant time, as bytes) to one of `tokens`."""
+    given = [value for name, value in headers if name == b"x-auth"]
+    if len(given) != 1:
+        raise Unauthorized("missing X-Auth header" if not given else "more than one X-Auth header")
+    value = given[0][:_MAX_AUTH_HEADER]
+    matches = [hmac.compare_digest(value, token) for token in tokens]
+    if not any(matches):
+        raise Unauthorized("invalid X-Auth token")
+
+
+async def read_events(request: Request, domain_param: str | None) -> tuple[str, list[bytes]]:
+    svc = service(request)
+    kind = media_kind(request.headers.get("content-type"))
+    try:
+        body = await read_body(
+            request.stream(),
+            content_length=request.headers.get("content-length"),
+            content_encoding=request.headers.get("content-encoding"),
+            limit=svc.settings.max_body,
+        )
+    except ClientDisconnect as exc:
+        raise BadRequest("client disconnected before the body was complete") from exc
+    batch = encode_events(
+        body, kind, domain_param=domain_param, max_events=svc.settings.max_events
+    )
+    return batch.domain, batch.lines
+
+
+def idempotency_of(request: Request, lines: list[bytes]) -> Idempotency | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise BadRequest(
+            f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        )
+    return Idempotency.for_lines(key, lines)
+
+
+async def ingest(request: Request, domain_param: str | None) -> tuple[str, int, bool, RateState]:
+    state = guard(request)
+    domain, lines = await read_events(request, domain_param)
+    result = await service(request).store.append(domain, lines, idempotency_of(request, lines))
+    return domain, result.accepted, result.replayed, state
+
+
+# -- OpenAPI descriptions ---------------------------------------------------------------------
+_EVENTS_BODY = {
+    "required": True,
+    "description": "One event (a JSON object), an array of events, or NDJSON (one object per "
+    "line). May be gzip-compressed (`Content-Encoding: gzip`) and sent chunked.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/Event"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
+                     "minItems": 1},
+                ]
+            },
+            "example": {"event": "demo", "status": "ok"},
+        },
+        "application/x-ndjson": {
+            "schema": {"type": "string"},
+            "example": '{"event":"a"}\n{"event":"b"}\n',
+        },
+    },
+}
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Requests allowed per window.",
+                          "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Requests left in the current window.",
+                              "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Seconds until the window frees up.",
+                          "schema": {"type": "integer"}},
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                "schema": {"type": "integer"}}}
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": _ERROR}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+INGEST_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Invalid input: bad JSON or UTF-8, NaN/Infinity, nesting too deep, a non-object "
+                "item, an invalid domain, a domain mismatch, no domain, or a bad header.",
+                _RATE_HEADERS),
+    401: _error("X-Auth missing, repeated or wrong.", _RATE_HEADERS),
+    409: _error("A request with the same Idempotency-Key is still being stored."),
+    413: _error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more events "
+                "than LEITSTAND_MAX_EVENTS.", _RATE_HEADERS),
+    415: _error("Unsupported Content-Type or Content-Encoding.", _RATE_HEADERS),
+    422: _error("Idempotency-Key already used with a different body, or an invalid query "
+                "parameter."),
+    429: _error("Rate limit for this client IP exceeded.", {**_RATE_HEADERS, **_RETRY_AFTER}),
+    500: _error("The domain's data file is not a regular file (e.g. a planted symlink)."),
+    503: _error("The domain file stayed locked past LEITSTAND_LOCK_TIMEOUT (`lock timeout`), "
+                "or storage failed; nothing was stored.", _RETRY_AFTER),
+    507: _error("Disk full; nothing was stored.", _RETRY_AFTER),
+}
+_AUTH = [{"XAuth": []}]
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/ingest",
+    status_code=202,
+    summary="Ingest events",
+    tags=["ingest"],
+    response_model=None,
+    responses={
+        202: {
+            "description": "Stored (and fsynced, unless LEITSTAND_FSYNC=off). "
+            "`Idempotent-Replayed: true` when an earlier request with the same key stored it.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+            "headers": _RATE_HEADERS,
+        },
+        **INGEST_ERRORS,
+    },
+    openapi_extra={
+        "requestBody": _EVENTS_BODY,
+        "security": _AUTH,
+        "parameters": [
+            {"name": "X-Auth", "in": "header", "required": True,
+             "schema": {"type": "string"}, "description": "The shared secret."},
+            {"name": "Idempotency-Key", "in": "header", "required": False,
+             "schema": {"type": "string", "maxLength": 255},
+             "description": "Retries with the same key and body are stored once."},
+        ],
+    },
+)
+async def ingest_v1(
+    request: Request,
+    domain: str | None = Query(
+        None, description="Target domain; else taken from the events' `domain` field."
+    ),
+) -> Response:
+    """Append events to the domain's JSONL file; answer once they are durable."""
+    name, accepted, replayed, state = await ingest(request, domain)
+    headers = state.headers()
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(
+        {"status": "accepted", "accepted": accepted, "domain": name},
+        status_code=202,
+        headers=headers,
+    )
+
+
+@router.post(
+    "/ingest/{domain}",
+    deprecated=True,
+    summary="Ingest events (deprecated)",
+    tags=["ingest"],
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "Stored. Deprecated: use POST /v1/ingest before the Sunset date.",
+            "content": {"text/plain": {"schema": {"type": "string", "example": "ok"}}},
+            "headers": {
+                **_RATE_HEADERS,
+                "Deprecation": {"description": "RFC 9745: deprecated since this date.",
+                                "schema": {"type": "string"}},
+                "Sunset": {"description": "RFC 8594: the route is removed after this date.",
+                           "schema": {"type": "string"}},
+                "Link": {"description": "The successor: </v1/ingest>.",
+                         "schema": {"type": "string"}},
+            },
+        },
+        **INGEST_ERRORS,
+    },
+    openapi_extra={
+        "requestBody": _EVENTS_BODY,
+        "security": _AUTH,
+        "parameters": [
+            {"name": "X-Auth", "in": "header", "required": True, "schema": {"type": "string"}},
+            {"name": "Idempotency-Key", "in": "header", "required": False,
+             "schema": {"type": "string", "maxLength": 255}},
+        ],
+    },
+)
+async def ingest_legacy(request: Request, domain: str) -> Response:
+    """The pre-v1 route: same bodies, answers `ok`. Use `POST /v1/ingest?domain=...`."""
+    await ingest(request, domain)
+    return PlainTextResponse(
+        "ok", headers={**LEGACY_HEADERS, **request.state.rate_headers}
+    )
+
+
+@router.get("/health", tags=["operations"], summary="Liveness")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/version", tags=["operations"], summary="Service version")
+async def version() -> dict[str, str]:
+    return {"version": __version__, "api": "v1"}
+
+
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    return Response(
+        service(request).metrics.render(),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )

@@ -1,0 +1,157 @@
+"""`create_app(settings)`: the whole service, built from settings passed in."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from . import __version__
+from .accesslog import AccessLog
+from .api import Service, router
+from .config import Settings
+from .errors import LeitstandError
+from .metrics import Metrics
+from .ratelimit import RateLimiter
+from .store import open_store
+
+log = logging.getLogger("leitstand")
+
+DESCRIPTION = """\
+Append structured JSON events, one line per event, to a JSONL file per domain.
+A 2xx answer means the events are on disk (fsynced) exactly once.
+Every request that reads or writes events needs the shared secret in `X-Auth`."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build a fresh app: its own store, rate limiter and metrics registry."""
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+    store = open_store(settings, metrics)
+    svc = Service(
+        settings=settings,
+        store=store,
+        limiter=RateLimiter(settings.rate_limit, settings.trusted_proxies),
+        metrics=metrics,
+        tokens=settings.token_bytes(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("leitstand %s storing in %s (fsync=%s)", __version__,
+                 settings.data_dir.resolve(), settings.fsync)
+        yield
+        await store.close()
+
+    app = FastAPI(
+        title="leitstand",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    app.include_router(router)
+    install_error_boundary(app, metrics)
+    app.add_middleware(AccessLog, metrics=metrics)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+    return app
+
+
+def install_error_boundary(app: FastAPI, metrics: Metrics) -> None:
+    """Translate every error to `{"detail": ...}` with its status, in one place."""
+
+    def answer(request: Request, status: int, detail: Any, reason: str,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+        metrics.rejections.labels(reason).inc()
+        merged = {**getattr(request.state, "rate_headers", {}), **(headers or {})}
+        return JSONResponse({"detail": detail}, status_code=status, headers=merged)
+
+    @app.exception_handler(LeitstandError)
+    async def leitstand_error(request: Request, exc: LeitstandError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc.detail)
+        return answer(request, exc.status, exc.detail, exc.reason, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        return answer(request, exc.status_code, exc.detail, reason, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return answer(request, 422, f"invalid {where}: {first.get('msg', 'invalid')}",
+                      "invalid_parameter")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return answer(request, 500, "internal error", "internal")
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document with the X-Auth scheme and the shared schemas."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    components = doc.setdefault("components", {})
+    components.setdefault("securitySchemes", {})["XAuth"] = {
+        "type": "apiKey", "in": "header", "name": "X-Auth",
+        "description": "The shared secret (LEITSTAND_TOKEN).",
+    }
+    schemas = components.setdefault("schemas", {})
+    schemas["Event"] = {
+        "type": "object",
+        "description": "Any JSON object. `domain`, if present, must match the request's domain; "
+        "it is set to the normalised domain when stored.",
+        "properties": {"domain": {"type": "string", "maxLength": 253}},
+        "additionalProperties": True,
+    }
+    schemas["Accepted"] = {
+        "type": "object",
+        "required": ["status", "accepted", "domain"],
+        "properties": {
+            "status": {"type": "string", "enum": ["accepted"]},
+            "accepted": {"type": "integer", "minimum": 1},
+            "domain": {"type": "string"},
+        },
+    }
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {"detail": {"description": "Why the request failed."}},
+    }
+    for path in doc.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in list(operation.get("responses", {}).items()):
+                if status == "422" and "$ref" in str(response):
+                    operation["responses"]["422"] = {
+                        "description": response.get("description", "Invalid parameter."),
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Error"}}},
+                    }
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    app.openapi_schema = doc
+    return doc
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at `level`, once per process (uvicorn's own loggers are left alone)."""
+    logger = logging.getLogger("leitstand")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False

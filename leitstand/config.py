@@ -1,0 +1,130 @@
+"""Settings: read once from the environment and `.env`, validated, then passed around frozen."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from limits import parse as parse_rate_limit
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Field names map to `LEITSTAND_<NAME>` (except `LOG_LEVEL`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEITSTAND_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # One token, or several separated by commas (rotation without downtime).
+    token: Annotated[tuple[SecretStr, ...], NoDecode]
+    data_dir: Path = Path("data")
+    max_body: int = Field(default=1_048_576, gt=0)
+    max_events: int = Field(default=10_000, gt=0)
+    lock_timeout: float = Field(default=30.0, gt=0)
+    rate_limit: str = "60/minute"
+    fsync: Literal["always", "off"] = "always"
+    idempotency_window: float = Field(default=86_400.0, gt=0)
+    idempotency_max_keys: int = Field(default=100_000, gt=0)
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    backend: Literal["jsonl", "nats"] = "jsonl"
+    log_level: LogLevel = Field(
+        default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level")
+    )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            parts = [str(v.get_secret_value() if isinstance(v, SecretStr) else v) for v in value]
+            parts = [p for p in parts if p]
+            if not parts:
+                raise ValueError("must not be empty")
+            for part in parts:
+                if not part.isascii() or not part.isprintable():
+                    raise ValueError("tokens must be printable ASCII")
+            return tuple(parts)
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        try:
+            parse_rate_limit(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate limit in `limits` notation, e.g. 60/minute"
+            ) from exc
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            for part in value:
+                ipaddress.ip_network(str(part), strict=False)
+            return tuple(str(p) for p in value)
+        return value
+
+    def token_bytes(self) -> tuple[bytes, ...]:
+        return tuple(t.get_secret_value().encode("ascii") for t in self.token)
+
+
+_ENV_NAMES = {"log_level": "LOG_LEVEL"}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return _ENV_NAMES.get(field, f"LEITSTAND_{field.upper()}")
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        name = env_name(field)
+        if err["type"] == "missing":
+            if field == "token":
+                lines.append(
+                    f"{name} is not set. It is the shared secret clients send as X-Auth: "
+                    f"export {name}=$(openssl rand -hex 16), or put {name}=... into .env "
+                    "(see .env.example)."
+                )
+            else:
+                lines.append(f"{name} is required.")
+        else:
+            lines.append(f"{name} is invalid: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment and `.env`; raise `SystemExit` with a readable message if invalid."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        print("leitstand: cannot start:\n" + describe_errors(exc), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,199 @@
+"""Request bodies → validated, compact JSONL lines.
+
+Two steps, both bounded: `read_body` reads at most the size limit (Content-Length or chunked,
+optionally gzip) and `encode_events` turns JSON or NDJSON into one line per event, with the
+normalised domain set on each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from .domains import normalize_domain
+from .errors import (
+    BadRequest,
+    DomainMismatch,
+    InvalidJSON,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+MediaKind = Literal["json", "ndjson"]
+
+_MEDIA_TYPES: dict[str, MediaKind] = {
+    "application/json": "json",
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/x-jsonlines": "ndjson",
+}
+# orjson turns integers beyond 64 bits into floats (silently losing digits); such numbers
+# have at least 20 digits, so only bodies with a run that long take the exact, slower path.
+_LONG_DIGITS = re.compile(rb"\d{20,}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def media_kind(content_type: str | None) -> MediaKind:
+    """Map a Content-Type header to the body format; a missing header means JSON."""
+    if not content_type:
+        return "json"
+    base = content_type.split(";", 1)[0].strip().lower()
+    kind = _MEDIA_TYPES.get(base)
+    if kind is None:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {base!r}: use application/json or application/x-ndjson"
+        )
+    return kind
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes],
+    *,
+    content_length: str | None,
+    content_encoding: str | None,
+    limit: int,
+) -> bytes:
+    """Read the whole body, never holding much more than `limit` bytes (raw or decompressed)."""
+    if content_length is not None:
+        if not content_length.strip().isdigit():
+            raise BadRequest("invalid Content-Length")
+        if int(content_length) > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        inflater: Any = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    elif encoding == "identity":
+        inflater = None
+    else:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {encoding!r}: use gzip or none"
+        )
+    received = 0
+    out = bytearray()
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+        if inflater is None:
+            out += chunk
+            continue
+        try:
+            out += inflater.decompress(chunk, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BadRequest("invalid gzip data") from exc
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body larger than {limit} bytes")
+    if inflater is not None:
+        if not inflater.eof:
+            raise BadRequest("truncated gzip data")
+        if inflater.unused_data:
+            raise BadRequest("unexpected data after the gzip stream")
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Validated events of one request: all for one domain, each a compact `\\n`-ended line."""
+
+    domain: str
+    lines: list[bytes]
+
+
+def encode_events(
+    body: bytes, kind: MediaKind, *, domain_param: str | None, max_events: int
+) -> Batch:
+    """Parse `body`, settle the domain and encode every event as a stored line."""
+    events = _parse(body, kind, max_events)
+    domain = normalize_domain(domain_param) if domain_param is not None else None
+    for event in events:
+        if "domain" not in event:
+            continue
+        own = normalize_domain(event["domain"])
+        if domain is None:
+            domain = own
+        elif own != domain:
+            raise DomainMismatch(f"domain mismatch: event has {own!r}, request has {domain!r}")
+    if domain is None:
+        raise BadRequest("no domain: pass ?domain= or give the events a 'domain' field")
+    lines = []
+    for event in events:
+        event["domain"] = domain
+        try:
+            lines.append(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+        except orjson.JSONEncodeError as exc:
+            raise InvalidJSON(f"event cannot be stored as JSON: {exc}") from exc
+    return Batch(domain, lines)
+
+
+def _parse(body: bytes, kind: MediaKind, max_events: int) -> list[dict[str, Any]]:
+    if kind == "json":
+        if not body.strip():
+            raise BadRequest("empty body: send a JSON object or an array of objects")
+        value = _loads(body, "body")
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise BadRequest("empty array: send at least one event")
+    else:
+        numbered = [(n, raw) for n, raw in enumerate(body.split(b"\n"), start=1) if raw.strip()]
+        if not numbered:
+            raise BadRequest("empty body: send one JSON object per line")
+        _check_count(len(numbered), max_events)
+        items = [_loads(raw, f"line {n}") for n, raw in numbered]
+    _check_count(len(items), max_events)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadRequest(f"event {index} is not a JSON object")
+    return items
+
+
+def _check_count(count: int, max_events: int) -> None:
+    if count > max_events:
+        raise PayloadTooLarge(
+            f"{count} events in one request, more than the limit of {max_events}; split the batch"
+        )
+
+
+def _loads(data: bytes, where: str) -> Any:
+    try:
+        if _LONG_DIGITS.search(data):
+            return _loads_exact(data)
+        return orjson.loads(data)
+    except (orjson.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidJSON(f"invalid JSON in {where}: {_short(exc)}") from exc
+
+
+def _loads_exact(data: bytes) -> Any:
+    def parse_int(text: str) -> int:
+        number = int(text)
+        if not _INT_MIN <= number <= _INT_MAX:
+            raise ValueError(f"integer {text[:24]}… does not fit in 64 bits")
+        return number
+
+    def parse_float(text: str) -> float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"number {text[:24]} is out of range")
+        return number
+
+    def reject_constant(name: str) -> None:
+        raise ValueError(f"{name} is not valid JSON")
+
+    return json.loads(
+        data.decode("utf-8"),
+        parse_int=parse_int,
+        parse_float=parse_float,
+        parse_constant=reject_constant,
+    )
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "…"

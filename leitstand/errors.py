@@ -1,0 +1,93 @@
+"""The service's errors: each carries its HTTP status; all render as `{"detail": "..."}`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class LeitstandError(Exception):
+    """Base class. `status` is the HTTP answer, `reason` a short label for metrics."""
+
+    status = 500
+    reason = "internal"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class BadRequest(LeitstandError):
+    status = 400
+    reason = "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    reason = "invalid_json"
+
+
+class InvalidDomain(BadRequest):
+    reason = "invalid_domain"
+
+
+class DomainMismatch(BadRequest):
+    reason = "domain_mismatch"
+
+
+class BadCursor(BadRequest):
+    reason = "bad_cursor"
+
+
+class Unauthorized(LeitstandError):
+    status = 401
+    reason = "unauthorized"
+
+
+class NotFound(LeitstandError):
+    status = 404
+    reason = "not_found"
+
+
+class IdempotencyInFlight(LeitstandError):
+    status = 409
+    reason = "idempotency_in_flight"
+
+
+class PayloadTooLarge(LeitstandError):
+    status = 413
+    reason = "too_large"
+
+
+class UnsupportedMediaType(LeitstandError):
+    status = 415
+    reason = "unsupported_media_type"
+
+
+class IdempotencyConflict(LeitstandError):
+    status = 422
+    reason = "idempotency_conflict"
+
+
+class RateLimited(LeitstandError):
+    status = 429
+    reason = "rate_limited"
+
+
+class Unavailable(LeitstandError):
+    """Temporarily unable to store: the client should retry (after `Retry-After`)."""
+
+    status = 503
+    reason = "unavailable"
+
+
+class LockTimeout(Unavailable):
+    reason = "lock_timeout"
+
+
+class StorageFailed(Unavailable):
+    reason = "storage_error"
+
+
+class DiskFull(LeitstandError):
+    status = 507
+    reason = "disk_full"

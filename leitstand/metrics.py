@@ -1,0 +1,89 @@
+"""Prometheus metrics, one registry per app so that many apps can live in one process."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30)
+_GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+OTHER = "other"
+
+
+class Metrics:
+    """All of leitstand's metrics. Domain labels are capped at `max_domains` distinct values;
+    further domains are counted under `other`."""
+
+    def __init__(self, max_domains: int = 100) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._max_domains = max_domains
+        self._domains: set[str] = set()
+        self._lock = threading.Lock()
+        r = self.registry
+        self.events = Counter(
+            "leitstand_events", "Events stored, by domain.", ["domain"], registry=r
+        )
+        self.bytes = Counter(
+            "leitstand_bytes", "Bytes of stored lines, by domain.", ["domain"], registry=r
+        )
+        self.requests = Counter(
+            "leitstand_requests",
+            "HTTP requests answered, by route template and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "leitstand_rejections", "Rejected requests, by reason.", ["reason"], registry=r
+        )
+        self.append_seconds = Histogram(
+            "leitstand_append_seconds",
+            "Time from a request entering the store until it is durable.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fsync_seconds = Histogram(
+            "leitstand_fsync_seconds", "Duration of fdatasync calls.", buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lock_wait_seconds = Histogram(
+            "leitstand_lock_wait_seconds",
+            "Time spent waiting for a domain file's flock.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.group_size = Histogram(
+            "leitstand_commit_group_requests",
+            "Requests coalesced into one write and fsync.",
+            buckets=_GROUP_BUCKETS,
+            registry=r,
+        )
+        self.repairs = Counter(
+            "leitstand_repairs",
+            "Torn trailing lines cut off a data file and kept in quarantine.",
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "leitstand_idempotent_replays",
+            "Requests answered from the idempotency record without writing.",
+            registry=r,
+        )
+        self.up = Gauge("leitstand_up", "1 while the service is running.", registry=r)
+        self.up.set(1)
+
+    def domain_label(self, domain: str) -> str:
+        with self._lock:
+            if domain in self._domains:
+                return domain
+            if len(self._domains) < self._max_domains:
+                self._domains.add(domain)
+                return domain
+        return OTHER
+
+    def stored(self, domain: str, events: int, size: int) -> None:
+        label = self.domain_label(domain)
+        self.events.labels(label).inc(events)
+        self.bytes.labels(label).inc(size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

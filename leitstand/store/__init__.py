@@ -1,0 +1,27 @@
+"""Event storage behind one small interface (`Store`); `open_store` picks the backend."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..metrics import Metrics
+from .base import AppendResult, Idempotency, Store
+from .jsonl import JsonlStore, StoreOptions
+
+
+def open_store(settings: Settings, metrics: Metrics) -> Store:
+    """The backend named by `settings.backend`, ready to use."""
+    if settings.backend == "jsonl":
+        return JsonlStore(
+            settings.data_dir,
+            metrics,
+            StoreOptions(
+                lock_timeout=settings.lock_timeout,
+                fsync=settings.fsync == "always",
+                idempotency_window=settings.idempotency_window,
+                idempotency_max_keys=settings.idempotency_max_keys,
+            ),
+        )
+    raise ValueError(f"unknown backend {settings.backend!r}")
+
+
+__all__ = ["AppendResult", "Idempotency", "JsonlStore", "Store", "StoreOptions", "open_store"]

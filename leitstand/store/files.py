@@ -1,0 +1,91 @@
+"""Low-level file operations shared by the store's parts. All paths are relative to a directory
+fd and never follow a symlink in the last component."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from ..errors import DiskFull, LeitstandError, StorageFailed
+
+OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+FILE_MODE = 0o600
+_SCAN = 65536
+
+
+class NotARegularFile(LeitstandError):
+    status = 500
+    reason = "not_a_regular_file"
+
+
+def open_append(name: str, dir_fd: int) -> tuple[int, bool]:
+    """Open `name` for appending, creating it (mode 0600) if missing. Returns (fd, created)."""
+    try:
+        try:
+            fd = os.open(name, OPEN_FLAGS | os.O_CREAT | os.O_EXCL, FILE_MODE, dir_fd=dir_fd)
+            created = True
+        except FileExistsError:
+            fd = os.open(name, OPEN_FLAGS, dir_fd=dir_fd)
+            created = False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotARegularFile(f"{name} is a symbolic link; refusing to write through it") from exc
+        raise storage_error(exc, f"cannot open {name}") from exc
+    if not _is_regular(fd):
+        os.close(fd)
+        raise NotARegularFile(f"{name} is not a regular file; refusing to write to it")
+    return fd, created
+
+
+def _is_regular(fd: int) -> bool:
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def same_file(fd: int, name: str, dir_fd: int) -> bool:
+    """Whether `name` still names the file open as `fd` (it may have been rotated away)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def partial_tail_start(fd: int, size: int) -> int:
+    """Offset just past the last newline of the first `size` bytes (0 if there is none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _SCAN)
+        block = os.pread(fd, end - start, start)
+        pos = block.rfind(b"\n")
+        if pos >= 0:
+            return start + pos + 1
+        end = start
+    return 0
+
+
+def cut_partial_tail(fd: int, size: int) -> tuple[int, bytes]:
+    """If the file does not end in a newline, cut the torn tail off. Returns (new size, tail)."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size, b""
+    keep = partial_tail_start(fd, size)
+    tail = os.pread(fd, size - keep, keep)
+    os.ftruncate(fd, keep)
+    return keep, tail
+
+
+def storage_error(exc: OSError, what: str) -> LeitstandError:
+    """Translate an OSError from the write path into the answer the client gets."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{what}: disk full", headers={"Retry-After": "60"})
+    return StorageFailed(
+        f"{what}: {os.strerror(exc.errno) if exc.errno else exc}", headers={"Retry-After": "5"}
+    )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request

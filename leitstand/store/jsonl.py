@@ -253,7 +253,7 @@ class DomainWriter:
             raise storage_error(exc, f"cannot store events for {self.domain}") from exc
         for request in to_write:
             self._metrics.stored(self.domain, len(request.lines), len(request.payload))
-        for key, record in intents:
+        for _key, record in intents:
             record.verified = True
         if intents:
             try:

@@ -68,9 +68,11 @@ def check_token(headers: list[tuple[bytes, bytes]], tokens: tuple[bytes, ...]) -
     given = [value for name, value in headers if name == b"x-auth"]
     if len(given) != 1:
         raise Unauthorized("missing X-Auth header" if not given else "more than one X-Auth header")
-    value = given[0][:_MAX_AUTH_HEADER]
+    value = given[0]
+    # Compare against every token (no early exit); an oversized value never matches, and is
+    # not cut down first, so that a long value starting with a token cannot pass.
     matches = [hmac.compare_digest(value, token) for token in tokens]
-    if not any(matches):
+    if len(value) > _MAX_AUTH_HEADER or not any(matches):
         raise Unauthorized("invalid X-Auth token")
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from limits import parse as parse_rate_limit
+from limits import parse_many
 from pydantic import (
     AliasChoices,
     Field,
@@ -67,11 +67,15 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         try:
-            parse_rate_limit(value)
+            items = parse_many(value)
         except ValueError as exc:
             raise ValueError(
                 f"{value!r} is not a rate limit in `limits` notation, e.g. 60/minute"
             ) from exc
+        if len(items) != 1:
+            raise ValueError(f"{value!r}: give exactly one limit, e.g. 60/minute")
+        if items[0].amount < 1:
+            raise ValueError(f"{value!r}: the limit must allow at least one request")
         return value
 
     @field_validator("log_level", mode="before")
@@ -95,10 +99,16 @@ class Settings(BaseSettings):
 
 
 _ENV_NAMES = {"log_level": "LOG_LEVEL"}
+_HOW_TO_SET_TOKEN = (
+    "It is the shared secret clients send as X-Auth: "
+    "export LEITSTAND_TOKEN=$(openssl rand -hex 16), or put LEITSTAND_TOKEN=... into .env "
+    "(see .env.example)."
+)
 
 
 def env_name(field: str) -> str:
-    """The environment variable that sets `field`."""
+    """The environment variable that sets `field` (a field name or its alias)."""
+    field = field.lower()
     return _ENV_NAMES.get(field, f"LEITSTAND_{field.upper()}")
 
 
@@ -107,17 +117,14 @@ def describe_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else "?"
         name = env_name(field)
+        message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "missing":
-            if field == "token":
-                lines.append(
-                    f"{name} is not set. It is the shared secret clients send as X-Auth: "
-                    f"export {name}=$(openssl rand -hex 16), or put {name}=... into .env "
-                    "(see .env.example)."
-                )
-            else:
-                lines.append(f"{name} is required.")
+            lines.append(f"{name} is not set. {_HOW_TO_SET_TOKEN}" if field == "token"
+                         else f"{name} is required.")
+        elif field == "token":
+            lines.append(f"{name} is invalid: {message}. {_HOW_TO_SET_TOKEN}")
         else:
-            lines.append(f"{name} is invalid: {err['msg']}")
+            lines.append(f"{name} is invalid: {message}")
     return "\n".join(lines)
 
 

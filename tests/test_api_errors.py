@@ -1,0 +1,70 @@
+"""Every error path answers the same JSON shape: `{"detail": "<reason>"}`."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+JSON = {"Content-Type": "application/json"}
+
+# (method, url, body, headers, expected status)
+ERROR_REQUESTS = [
+    ("POST", "/v1/ingest?domain=aussen", b"{", JSON, 400),
+    ("POST", "/v1/ingest", b'{"n":1}', JSON, 400),
+    ("POST", "/v1/ingest?domain=a_b", b'{"n":1}', JSON, 400),
+    ("POST", "/v1/ingest?domain=a", b'{"domain":"b"}', JSON, 400),
+    ("POST", "/v1/ingest?domain=a", b'{"v":NaN}', JSON, 400),
+    ("POST", "/v1/ingest?domain=a", b"[1]", JSON, 400),
+    ("POST", "/v1/ingest?domain=a", b"\xff", JSON, 400),
+    ("POST", "/v1/ingest?domain=a", b"x", {**JSON, "Content-Encoding": "gzip"}, 400),
+    ("POST", "/v1/ingest?domain=a", b'{"n":1}', {**JSON, "Idempotency-Key": ""}, 400),
+    ("POST", "/ingest/aussen", b"{", JSON, 400),
+    ("POST", "/v1/ingest?domain=a", b"{}", {**JSON, "X-Auth": "wrong"}, 401),
+    ("POST", "/ingest/aussen", b"{}", {**JSON, "X-Auth": ""}, 401),
+    ("POST", "/v1/ingest?domain=a", b"{}", {**JSON, "X-Auth": "a, b"}, 401),
+    ("GET", "/nope", None, {}, 404),
+    ("POST", "/v1/nope", b"{}", JSON, 404),
+    ("GET", "/ingest", None, {}, 404),
+    ("GET", "/v1/ingest", None, {}, 405),
+    ("PUT", "/v1/ingest?domain=a", b"{}", JSON, 405),
+    ("DELETE", "/ingest/aussen", None, {}, 405),
+    ("POST", "/health", b"{}", JSON, 405),
+    ("POST", "/v1/ingest?domain=a", b"x" * 2000, JSON, 413),
+    ("POST", "/v1/ingest?domain=a", gzip.compress(b" " * 5000),
+     {**JSON, "Content-Encoding": "gzip"}, 413),
+    ("POST", "/v1/ingest?domain=a", b"{}", {"Content-Type": "text/plain"}, 415),
+    ("POST", "/v1/ingest?domain=a", b"{}", {**JSON, "Content-Encoding": "zstd"}, 415),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "body", "headers", "status"), ERROR_REQUESTS)
+async def test_error_shape(make_client, method, url, body, headers, status) -> None:
+    client = make_client(max_body=1000)
+    response = await client.request(method, url, content=body, headers=headers)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    payload = response.json()
+    assert list(payload) == ["detail"]
+    assert isinstance(payload["detail"], str) and payload["detail"]
+
+
+async def test_idempotency_conflict_422_and_rate_limit_429_have_the_shape(make_client) -> None:
+    client = make_client(rate_limit="2/minute")
+    key = {"Idempotency-Key": "k"}
+    first = await client.post("/v1/ingest?domain=a", json={"n": 1}, headers=key)
+    assert first.status_code == 202
+    conflict = await client.post("/v1/ingest?domain=a", json={"n": 2}, headers=key)
+    limited = await client.post("/v1/ingest?domain=a", json={"n": 3})
+    assert (conflict.status_code, limited.status_code) == (422, 429)
+    for response in (conflict, limited):
+        assert list(response.json()) == ["detail"]
+        assert isinstance(response.json()["detail"], str)
+
+
+async def test_405_names_the_allowed_method(client) -> None:
+    response = await client.get("/v1/ingest")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"

@@ -1,0 +1,108 @@
+"""Rate limit: per client IP across all ingest routes, counted before auth, with headers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+def client_from(app, ip: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(ip, 1234)),
+        base_url="http://test",
+        headers={"X-Auth": "test-token"},
+    )
+
+
+async def test_headers_on_every_ingest_answer(make_client) -> None:
+    client = make_client(rate_limit="5/minute")
+    answers = [
+        await client.post("/v1/ingest?domain=aussen", json={"n": 1}),  # 202
+        await client.post("/ingest/aussen", json={"n": 2}),  # 200
+        await client.post("/v1/ingest", json={"n": 3}),  # 400
+        await client.post("/v1/ingest?domain=aussen", json={}, headers={"X-Auth": "no"}),  # 401
+    ]
+    assert [a.status_code for a in answers] == [202, 200, 400, 401]
+    for left, answer in zip([4, 3, 2, 1], answers, strict=True):
+        assert answer.headers["X-RateLimit-Limit"] == "5"
+        assert answer.headers["X-RateLimit-Remaining"] == str(left)
+        assert 1 <= int(answer.headers["X-RateLimit-Reset"]) <= 60
+
+
+async def test_429_with_retry_after_across_both_routes(make_client, data_dir) -> None:
+    client = make_client(rate_limit="3/minute")
+    assert (await client.post("/v1/ingest?domain=aussen", json={"n": 1})).status_code == 202
+    assert (await client.post("/ingest/aussen", json={"n": 2})).status_code == 200
+    assert (await client.post("/v1/ingest?domain=innen", json={"n": 3})).status_code == 202
+    for url in ("/ingest/aussen", "/v1/ingest?domain=aussen", "/ingest/other"):
+        response = await client.post(url, json={"n": 4})
+        assert response.status_code == 429, url
+        assert response.json() == {"detail": "rate limit exceeded"}
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        assert response.headers["X-RateLimit-Limit"] == "3"
+        assert response.headers["X-RateLimit-Remaining"] == "0"
+        assert response.headers["X-RateLimit-Reset"] == response.headers["Retry-After"]
+    lines = (data_dir / "aussen.jsonl").read_bytes().splitlines()
+    assert len(lines) == 2
+
+
+async def test_wrong_tokens_consume_the_limit(make_client) -> None:
+    client = make_client(rate_limit="3/minute")
+    for _ in range(3):
+        response = await client.post("/v1/ingest?domain=aussen", json={},
+                                     headers={"X-Auth": "guess"})
+        assert response.status_code == 401
+    # Token guessing is limited, and the right token does not reset the count.
+    guess = await client.post("/ingest/aussen", json={}, headers={"X-Auth": "guess"})
+    assert guess.status_code == 429
+    right = await client.post("/v1/ingest?domain=aussen", json={"n": 1})
+    assert right.status_code == 429
+
+
+async def test_missing_token_consumes_the_limit_too(make_client) -> None:
+    client = make_client(rate_limit="2/minute")
+    client.headers.pop("X-Auth")
+    codes = [(await client.post("/ingest/aussen", json={})).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+
+
+async def test_limit_is_per_client_ip(make_client) -> None:
+    app = make_client(rate_limit="2/minute").app
+    a, b = client_from(app, "10.0.0.1"), client_from(app, "10.0.0.2")
+    try:
+        assert [(await a.post("/ingest/aussen", json={})).status_code for _ in range(3)] == [
+            200, 200, 429]
+        assert (await b.post("/v1/ingest?domain=aussen", json={})).status_code == 202
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_forwarded_for_only_from_trusted_proxies(make_client) -> None:
+    app = make_client(rate_limit="1/minute", trusted_proxies="10.0.0.0/8").app
+    proxy, direct = client_from(app, "10.1.1.1"), client_from(app, "192.0.2.9")
+    try:
+        for ip in ("198.51.100.1", "198.51.100.2"):
+            response = await proxy.post("/ingest/aussen", json={},
+                                        headers={"X-Forwarded-For": f"{ip}, 10.2.2.2"})
+            assert response.status_code == 200, ip
+        # An untrusted peer cannot pick a fresh identity by sending X-Forwarded-For.
+        codes = [
+            (await direct.post("/ingest/aussen", json={},
+                               headers={"X-Forwarded-For": f"203.0.113.{i}"})).status_code
+            for i in range(2)
+        ]
+        assert codes == [200, 429]
+    finally:
+        await proxy.aclose()
+        await direct.aclose()
+
+
+async def test_open_endpoints_are_not_limited(make_client) -> None:
+    client = make_client(rate_limit="1/minute")
+    assert (await client.post("/ingest/aussen", json={})).status_code == 200
+    assert (await client.post("/ingest/aussen", json={})).status_code == 429
+    for path in ("/health", "/version", "/metrics", "/openapi.json", "/docs"):
+        assert (await client.get(path)).status_code == 200, path

@@ -1,0 +1,103 @@
+"""The client's exceptions: one base, `IngestError`, carrying the HTTP status and the server's
+`detail`. Built in one place, `error_for_response` / `error_for_exception`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class IngestError(Exception):
+    """Sending failed. `status` is the last HTTP status (None if no answer came), `detail` the
+    server's `{"detail": ...}` (or a local reason), `attempts` how many requests were made, and
+    `accepted` how many events earlier batches of the same call had already stored."""
+
+    def __init__(
+        self,
+        detail: Any,
+        *,
+        status: int | None = None,
+        attempts: int = 0,
+        retry_after: float | None = None,
+        headers: httpx.Headers | None = None,
+    ) -> None:
+        self.detail = detail
+        self.status = status
+        self.attempts = attempts
+        self.retry_after = retry_after
+        self.headers = headers if headers is not None else httpx.Headers()
+        self.accepted = 0
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f"HTTP {self.status}" if self.status is not None else "no answer"
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{where}{tries}: {self.detail}"
+
+
+class ConfigurationError(IngestError, ValueError):
+    """The client is not configured (no token, a malformed setting)."""
+
+
+class AuthError(IngestError):
+    """401/403: `X-Auth` missing or wrong. Never retried."""
+
+
+class RejectedError(IngestError):
+    """The server (400, 404, 415, 422, other 4xx) or the client refused the input. Never retried."""
+
+
+class TooLargeError(RejectedError):
+    """413, or an event larger than the body limit on its own."""
+
+
+class RateLimitedError(IngestError):
+    """Still 429 after all retries (or a `Retry-After` longer than the client waits)."""
+
+
+class ServerError(IngestError):
+    """5xx (after retries where they make sense)."""
+
+
+class NetworkError(IngestError):
+    """No answer: connection failed, timed out or broke, after all retries."""
+
+
+def error_for_response(response: httpx.Response, *, attempts: int,
+                       retry_after: float | None = None) -> IngestError:
+    """The exception for a non-2xx answer."""
+    status = response.status_code
+    kind: type[IngestError]
+    if status in (401, 403):
+        kind = AuthError
+    elif status == 413:
+        kind = TooLargeError
+    elif status == 429:
+        kind = RateLimitedError
+    elif status >= 500:
+        kind = ServerError
+    else:
+        kind = RejectedError
+    return kind(detail_of(response), status=status, attempts=attempts,
+                retry_after=retry_after, headers=response.headers)
+
+
+def error_for_exception(exc: Exception, *, attempts: int) -> IngestError:
+    """The exception for a request that got no answer."""
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        reason = f"timed out ({type(exc).__name__}): {reason}"
+    return NetworkError(reason, attempts=attempts)
+
+
+def detail_of(response: httpx.Response) -> Any:
+    """The server's `detail`, else the body text (short), else the reason phrase."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        return body["detail"]
+    text = response.text.strip()
+    return text[:500] if text else response.reason_phrase

@@ -1,0 +1,131 @@
+"""What goes over the wire: request parts and answers of the ingest and read routes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .. import __version__
+from .batches import Batch
+from .config import ClientConfig
+from .errors import ServerError
+
+INGEST_PATH = "/v1/ingest"
+EVENTS_PATH = "/v1/events"
+DOMAINS_PATH = "/v1/domains"
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+# Picks the Idempotency-Key of a batch. Must return the same key for the same batch of the same
+# input, and different keys for different batches.
+KeyFor = Callable[[Batch], str]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A 2xx answer to one logical send (however many attempts it took)."""
+
+    status: int
+    accepted: int
+    domain: str | None
+    replayed: bool
+    idempotency_key: str
+    attempts: int
+
+
+@dataclass
+class SendSummary:
+    """What `send_many` stored: `events` in `batches`; `replayed_batches` had been stored before
+    (a re-run, or a retry after a lost answer) and were not written again."""
+
+    events: int = 0
+    batches: int = 0
+    replayed_batches: int = 0
+    replayed_events: int = 0
+
+    def add(self, batch: Batch, receipt: Receipt) -> None:
+        self.events += batch.events
+        self.batches += 1
+        if receipt.replayed:
+            self.replayed_batches += 1
+            self.replayed_events += batch.events
+
+
+@dataclass(frozen=True)
+class Page:
+    """Stored lines of a domain (each `\\n`-terminated) and the cursor to continue after them."""
+
+    lines: list[bytes]
+    cursor: str | None
+
+
+def new_key() -> str:
+    return str(uuid.uuid4())
+
+
+def random_keys(batch: Batch) -> str:
+    return new_key()
+
+
+def http_options(config: ClientConfig) -> dict[str, Any]:
+    """Keyword arguments for `httpx.Client` / `httpx.AsyncClient`."""
+    return {
+        "base_url": config.base_url,
+        "headers": {"X-Auth": config.token, "User-Agent": f"leitstand-client/{__version__}"},
+        "timeout": config.timeout,
+    }
+
+
+def ingest_request(domain: str, body: bytes, content_type: str, key: str) -> dict[str, Any]:
+    return {
+        "params": {"domain": domain},
+        "content": body,
+        "headers": {"Content-Type": content_type, "Idempotency-Key": key},
+    }
+
+
+def receipt_of(response: httpx.Response, key: str, attempts: int) -> Receipt:
+    accepted, domain = 0, None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None  # the legacy route answers `ok`; any 2xx counts as stored
+    if isinstance(body, dict):
+        accepted = int(body.get("accepted") or 0)
+        domain = body.get("domain")
+    replayed = response.headers.get("idempotent-replayed", "").lower() == "true"
+    return Receipt(response.status_code, accepted, domain, replayed, key, attempts)
+
+
+def events_params(
+    domain: str, cursor: str | None, limit: int | None, tail: int | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"domain": domain}
+    if cursor is not None:
+        params["cursor"] = cursor
+    if limit is not None:
+        params["limit"] = limit
+    if tail is not None:
+        params["tail"] = tail
+    return params
+
+
+def page_of(response: httpx.Response) -> Page:
+    cursor = response.headers.get("x-next-cursor")
+    if cursor is None:
+        raise ServerError("the answer has no X-Next-Cursor header (is the read API there?)",
+                          status=response.status_code)
+    return Page(response.content.splitlines(keepends=True), cursor)
+
+
+def domains_of(response: httpx.Response) -> list[dict[str, Any]]:
+    try:
+        domains = response.json()["domains"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServerError(f"unexpected answer from {DOMAINS_PATH}: {exc}",
+                          status=response.status_code) from exc
+    return list(domains)

@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     idempotency_max_keys: int = Field(default=100_000, gt=0)
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     backend: Literal["jsonl", "nats"] = "jsonl"
+    # The nats backend (leitstand/store/nats.py, leitstand/sink.py); ignored with jsonl.
+    nats_url: Annotated[tuple[str, ...], NoDecode] = ("nats://127.0.0.1:4222",)
+    nats_stream: str = Field(default="leitstand", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_replicas: int = Field(default=3, ge=1, le=5)
+    nats_creds: Path | None = None
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_timeout: float = Field(default=5.0, gt=0)
+    nats_max_age: float = Field(default=7 * 86_400.0, ge=0)
+    nats_consumer: str = Field(default="leitstand-sink", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     log_level: LogLevel = Field(
         default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level")
     )
@@ -92,6 +102,17 @@ class Settings(BaseSettings):
             for part in value:
                 ipaddress.ip_network(str(part), strict=False)
             return tuple(str(p) for p in value)
+        return value
+
+    @field_validator("nats_url", mode="before")
+    @classmethod
+    def _split_nats_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("must name at least one server, e.g. nats://127.0.0.1:4222")
+            return tuple(str(v) for v in value)
         return value
 
     def token_bytes(self) -> tuple[bytes, ...]:

@@ -30,6 +30,27 @@ class AppendResult:
     replayed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    """One domain as the read side sees it. `last_event_at`: Unix time of the last append."""
+
+    domain: str
+    file: str
+    events: int
+    bytes: int
+    last_event_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Whole stored lines read from a domain. `cursors[i]` is the position just after
+    `lines[i]`; `next_cursor` the position after the last line (the start when empty)."""
+
+    lines: list[bytes]
+    cursors: list[str]
+    next_cursor: str
+
+
 class Store(Protocol):
     """Append-only event storage, one ordered log of JSON lines per domain.
 
@@ -41,5 +62,17 @@ class Store(Protocol):
     async def append(
         self, domain: str, lines: list[bytes], idempotency: Idempotency | None = None
     ) -> AppendResult: ...
+
+    async def domains(self) -> list[DomainInfo]:
+        """Every domain that has a data file, sorted by name. Cheap: no full re-read per call."""
+        ...
+
+    async def read(
+        self, domain: str, *, cursor: str | None = None, limit: int = 100, tail: int | None = None
+    ) -> Batch:
+        """Up to `limit` whole lines after the opaque `cursor` (None: from the start), or the
+        last `tail` lines. Raises `NotFound` for an unknown domain, `BadCursor` for a cursor this
+        store did not hand out."""
+        ...
 
     async def close(self) -> None: ...

@@ -23,10 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio.to_thread
+
 from ..domains import data_file_name, file_stem
 from ..errors import IdempotencyConflict, LeitstandError, LockTimeout
 from ..metrics import Metrics
-from .base import AppendResult, Idempotency
+from .base import AppendResult, Batch, DomainInfo, Idempotency
 from .files import (
     FILE_MODE,
     cut_partial_tail,
@@ -36,6 +38,7 @@ from .files import (
     write_all,
 )
 from .idempotency import IdempotencyLog, Record
+from .reader import DomainStats, read_batch
 
 log = logging.getLogger("leitstand.store")
 
@@ -81,6 +84,7 @@ class JsonlStore:
         self._options = options
         self._writers: dict[str, DomainWriter] = {}
         self._pool = ThreadPoolExecutor(options.io_threads, thread_name_prefix="leitstand-io")
+        self._stats = DomainStats(self._dir_fd)
 
     def writer(self, domain: str) -> DomainWriter:
         writer = self._writers.get(domain)
@@ -95,6 +99,18 @@ class JsonlStore:
         self, domain: str, lines: list[bytes], idempotency: Idempotency | None = None
     ) -> AppendResult:
         return await self.writer(domain).append(lines, idempotency)
+
+    # Reads (see reader.py) never take the flock and run in anyio's worker threads, apart
+    # from the writers' pool, so a slow reader never delays a commit.
+    async def domains(self) -> list[DomainInfo]:
+        return await anyio.to_thread.run_sync(self._stats.snapshot)
+
+    async def read(
+        self, domain: str, *, cursor: str | None = None, limit: int = 100, tail: int | None = None
+    ) -> Batch:
+        return await anyio.to_thread.run_sync(
+            lambda: read_batch(self._dir_fd, domain, cursor=cursor, limit=limit, tail=tail)
+        )
 
     async def close(self) -> None:
         for writer in self._writers.values():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -18,10 +18,12 @@ from .protocol import (
     INGEST_PATH,
     JSON,
     NDJSON,
+    STREAM_PATH,
     KeyFor,
     Page,
     Receipt,
     SendSummary,
+    SSEParser,
     domains_of,
     events_params,
     http_options,
@@ -30,6 +32,7 @@ from .protocol import (
     page_of,
     random_keys,
     receipt_of,
+    stream_request,
 )
 from .retry import RetryPolicy
 
@@ -115,6 +118,38 @@ class AsyncClient:
         response, _ = await self._request("GET", EVENTS_PATH,
                                           params=events_params(domain, cursor, limit, tail))
         return page_of(response)
+
+    async def follow(
+        self, domain: str, *, cursor: str | None = None
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """Every line stored in `domain` after `cursor`, then each new one; see `Client.follow`."""
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome: httpx.Response | Exception
+            try:
+                async with self._http.stream(
+                    "GET", STREAM_PATH, **stream_request(domain, cursor, self.config.timeout)
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        outcome = response
+                    else:
+                        parser = SSEParser()
+                        async for line in response.aiter_lines():
+                            event = parser.feed(line)
+                            if event is None:
+                                continue
+                            attempt = 1
+                            cursor = event[0] if event[0] is not None else cursor
+                            yield cursor or "", event[1].encode() + b"\n"
+                        outcome = httpx.RemoteProtocolError("the server ended the stream")
+            except httpx.TransportError as exc:
+                outcome = exc
+            error, delay = self._policy.verdict(attempt, outcome)
+            if delay is None:
+                raise error from (outcome if isinstance(outcome, Exception) else None)
+            await self._sleep(delay)
 
     async def domains(self) -> list[dict[str, Any]]:
         response, _ = await self._request("GET", DOMAINS_PATH)

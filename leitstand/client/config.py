@@ -55,7 +55,7 @@ class ClientConfig:
         if not self.token:
             raise ConfigurationError(
                 "LEITSTAND_TOKEN is not set: export LEITSTAND_TOKEN=<the server's token> "
-                "or pass token=..."
+                "or pass the token explicitly"
             )
         if not self.token.isascii() or not self.token.isprintable():
             raise ConfigurationError("the token must be printable ASCII")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from .errors import ServerError
 INGEST_PATH = "/v1/ingest"
 EVENTS_PATH = "/v1/events"
 DOMAINS_PATH = "/v1/domains"
+STREAM_PATH = "/v1/stream"
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
@@ -129,3 +130,46 @@ def domains_of(response: httpx.Response) -> list[dict[str, Any]]:
         raise ServerError(f"unexpected answer from {DOMAINS_PATH}: {exc}",
                           status=response.status_code) from exc
     return list(domains)
+
+
+def stream_request(domain: str, cursor: str | None, timeout: float) -> dict[str, Any]:
+    """A long-lived `GET /v1/stream`: no read timeout, resumed after `cursor` if given."""
+    headers = {"Accept": "text/event-stream"}
+    if cursor is not None:
+        headers["Last-Event-ID"] = cursor
+    return {
+        "params": {"domain": domain},
+        "headers": headers,
+        "timeout": httpx.Timeout(timeout, read=None),
+    }
+
+
+class SSEParser:
+    """Server-sent events, fed line by line (without line endings): yields (id, data) per event.
+    `id` is the last id seen (None before any), as the EventSource spec keeps it."""
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str | None, str] | None:
+        if not line:
+            if not self._data:
+                return None
+            data, self._data = "\n".join(self._data), []
+            return self.last_id, data
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        return None
+
+    def events(self, lines: Iterable[str]) -> Iterator[tuple[str | None, str]]:
+        for line in lines:
+            event = self.feed(line)
+            if event is not None:
+                yield event

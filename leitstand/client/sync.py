@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -19,10 +19,12 @@ from .protocol import (
     INGEST_PATH,
     JSON,
     NDJSON,
+    STREAM_PATH,
     KeyFor,
     Page,
     Receipt,
     SendSummary,
+    SSEParser,
     domains_of,
     events_params,
     http_options,
@@ -31,6 +33,7 @@ from .protocol import (
     page_of,
     random_keys,
     receipt_of,
+    stream_request,
 )
 from .retry import RetryPolicy
 
@@ -137,6 +140,45 @@ class Client:
         response, _ = self._request("GET", EVENTS_PATH,
                                     params=events_params(domain, cursor, limit, tail))
         return page_of(response)
+
+    def follow(self, domain: str, *, cursor: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """Every line stored in `domain` after `cursor` (from the start if None), then each new
+        one as it is stored, as (cursor after the line, line). Reconnects with the retry policy
+        and resumes where it left off; runs until the caller stops iterating."""
+        if self._bridge is not None:
+            stream = self._bridge.follow(domain, cursor=cursor)
+            try:
+                while True:
+                    try:
+                        yield background.run(stream.__anext__())
+                    except StopAsyncIteration:
+                        return
+            finally:
+                background.run(stream.aclose())
+        assert self._http is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome: httpx.Response | Exception
+            try:
+                with self._http.stream(
+                    "GET", STREAM_PATH, **stream_request(domain, cursor, self.config.timeout)
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        outcome = response
+                    else:
+                        for event_id, data in SSEParser().events(response.iter_lines()):
+                            attempt = 1
+                            cursor = event_id if event_id is not None else cursor
+                            yield cursor or "", data.encode() + b"\n"
+                        outcome = httpx.RemoteProtocolError("the server ended the stream")
+            except httpx.TransportError as exc:
+                outcome = exc
+            error, delay = self._policy.verdict(attempt, outcome)
+            if delay is None:
+                raise error from (outcome if isinstance(outcome, Exception) else None)
+            self._sleep(delay)
 
     def domains(self) -> list[dict[str, Any]]:
         """The domains the server stores, with file, event count, bytes and last event time."""

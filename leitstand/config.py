@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     idempotency_window: float = Field(default=86_400.0, gt=0)
     idempotency_max_keys: int = Field(default=100_000, gt=0)
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # Read side: a stream client that takes nothing for this long is disconnected.
+    stream_send_timeout: float = Field(default=30.0, gt=0)
+    rejections_kept: int = Field(default=500, gt=0, le=100_000)
     backend: Literal["jsonl", "nats"] = "jsonl"
     # The nats backend (leitstand/store/nats.py, leitstand/sink.py); ignored with jsonl.
     nats_url: Annotated[tuple[str, ...], NoDecode] = ("nats://127.0.0.1:4222",)

@@ -28,9 +28,10 @@ class ServerProcess:
         self,
         data_dir: Path,
         *,
-        token: str = "test-token",
+        token: str | None = "test-token",
         workers: int = 1,
-        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        env: dict[str, str | None] | None = None,  # a None value unsets that variable
         port: int | None = None,
         log_path: Path | None = None,
     ) -> None:
@@ -40,6 +41,8 @@ class ServerProcess:
         self.port = port or free_port()
         self.extra_env = env or {}
         self.log_path = log_path or data_dir.parent / f"server-{self.port}.log"
+        # Another working directory (its `.env` is read); the app is still imported from ROOT.
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,17 +55,21 @@ class ServerProcess:
             if not k.startswith("LEITSTAND_") and k != "LOG_LEVEL"
         }
         env.update({
-            "LEITSTAND_TOKEN": self.token,
             "LEITSTAND_DATA_DIR": str(self.data_dir),
             "LEITSTAND_RATE_LIMIT": "1000000/second",
             **self.extra_env,
         })
+        if self.token is not None:  # None: the token comes from `.env` in `cwd`
+            env["LEITSTAND_TOKEN"] = self.token
+        env = {k: v for k, v in env.items() if v is not None}
         cmd = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1",
                "--port", str(self.port), "--no-access-log"]
         if self.workers > 1:
             cmd += ["--workers", str(self.workers)]
+        if self.cwd is not None:
+            cmd += ["--app-dir", str(ROOT)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log,
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd or ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)
         return self

@@ -36,8 +36,9 @@ _MEDIA_TYPES: dict[str, MediaKind] = {
     "application/x-jsonlines": "ndjson",
 }
 # orjson turns integers beyond 64 bits into floats (silently losing digits); such numbers
-# have at least 20 digits, so only bodies with a run that long take the exact, slower path.
-_LONG_DIGITS = re.compile(rb"\d{20,}")
+# have at least 19 digits (-2**63 - 1 has 19), so only bodies with a run that long take the
+# exact, slower path.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
@@ -63,7 +64,8 @@ async def read_body(
 ) -> bytes:
     """Read the whole body, never holding much more than `limit` bytes (raw or decompressed)."""
     if content_length is not None:
-        if not content_length.strip().isdigit():
+        # isdigit() alone also accepts e.g. '²', which int() refuses
+        if not (content_length.strip().isascii() and content_length.strip().isdigit()):
             raise BadRequest("invalid Content-Length")
         if int(content_length) > limit:
             raise PayloadTooLarge(f"body larger than {limit} bytes")

@@ -19,10 +19,13 @@ class NotARegularFile(LeitstandError):
     reason = "not_a_regular_file"
 
 
-def open_append(name: str, dir_fd: int) -> tuple[int, bool]:
-    """Open `name` for appending, creating it (mode 0600) if missing. Returns (fd, created)."""
+def open_append(name: str, dir_fd: int, *, create: bool = True) -> tuple[int, bool]:
+    """Open `name` for appending, creating it (mode 0600) if missing and `create`.
+    Returns (fd, created)."""
     try:
         try:
+            if not create:
+                raise FileExistsError
             fd = os.open(name, OPEN_FLAGS | os.O_CREAT | os.O_EXCL, FILE_MODE, dir_fd=dir_fd)
             created = True
         except FileExistsError:
@@ -30,7 +33,9 @@ def open_append(name: str, dir_fd: int) -> tuple[int, bool]:
             created = False
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise NotARegularFile(f"{name} is a symbolic link; refusing to write through it") from exc
+            raise NotARegularFile(
+                f"{name} is a symbolic link; refusing to write through it"
+            ) from exc
         raise storage_error(exc, f"cannot open {name}") from exc
     if not _is_regular(fd):
         os.close(fd)

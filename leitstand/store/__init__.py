@@ -21,6 +21,10 @@ def open_store(settings: Settings, metrics: Metrics) -> Store:
                 idempotency_max_keys=settings.idempotency_max_keys,
             ),
         )
+    if settings.backend == "nats":
+        from .nats import NatsStore  # the NATS client is loaded only when it is used
+
+        return NatsStore(settings, metrics)
     raise ValueError(f"unknown backend {settings.backend!r}")
 
 

@@ -1,4 +1,4 @@
-"""The `leitstand` command: `send` events, `serve` the service, `tail` a domain.
+"""The `leitstand` command: `send` events, `serve` the service, `tail` a domain, run the `sink`.
 
 Exit status 0 on success; otherwise 1 (sending or reading failed), 2 (bad usage or settings) or
 130 (interrupted), with a one-line reason on stderr.
@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true",
                        help="also uvicorn's access log (leitstand logs every request itself)")
     serve.set_defaults(run=run_serve)
+
+    sink = commands.add_parser("sink", help="write the NATS JetStream stream into JSONL files",
+                               description="Run the sink of the nats backend: a durable "
+                               "JetStream consumer that writes every event into "
+                               "LEITSTAND_DATA_DIR exactly once (see README, Betrieb im Cluster).")
+    sink.set_defaults(run=run_sink)
 
     tail = commands.add_parser("tail", help="print a domain's last events; -f to follow",
                                description="Print the last stored lines of DOMAIN (read API).")
@@ -282,6 +288,13 @@ def app_from_environment() -> Any:
     from .config import load_settings
 
     return create_app(load_settings())
+
+
+def run_sink(args: argparse.Namespace) -> int:
+    from .sink import main as sink_main
+
+    sink_main()
+    return 0
 
 
 # -- tail ---------------------------------------------------------------------------------------

@@ -32,14 +32,15 @@ from .base import Batch, DomainInfo
 _BLOCK = 65536
 _CURSOR = struct.Struct(">BQQ")
 _CURSOR_VERSION = 1
-_CURSOR_CHARS = len(base64.urlsafe_b64encode(b"\0" * _CURSOR.size))
+_CURSOR_CHARS = len(base64.urlsafe_b64encode(b"\0" * _CURSOR.size).rstrip(b"="))
 # A page of lines stops early once it holds this many bytes (it always holds one whole line).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 _FIRST_LINE_MAX = 65536
 
 
 def encode_cursor(inode: int, offset: int) -> str:
-    return base64.urlsafe_b64encode(_CURSOR.pack(_CURSOR_VERSION, inode, offset)).decode("ascii")
+    raw = _CURSOR.pack(_CURSOR_VERSION, inode, offset)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def decode_cursor(cursor: str) -> tuple[int, int]:
@@ -47,7 +48,7 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     if len(cursor) != _CURSOR_CHARS:
         raise BadCursor("invalid cursor")
     try:
-        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=")
         version, inode, offset = _CURSOR.unpack(raw)
     except (ValueError, binascii.Error, struct.error, UnicodeEncodeError):
         raise BadCursor("invalid cursor") from None

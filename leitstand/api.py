@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -16,6 +16,7 @@ from . import __version__
 from .config import Settings
 from .decode import encode_events, media_kind, read_body
 from .errors import BadRequest, Unauthorized
+from .events import Hub
 from .metrics import Metrics
 from .ratelimit import RateLimiter, RateState
 from .store import Idempotency, Store
@@ -41,6 +42,7 @@ class Service:
     limiter: RateLimiter
     metrics: Metrics
     tokens: tuple[bytes, ...]
+    hub: Hub = field(default_factory=Hub)  # wakes stream clients after an ack (events.py)
 
 
 def service(request: Request) -> Service:
@@ -109,6 +111,7 @@ async def ingest(request: Request, domain_param: str | None) -> tuple[str, int, 
     state = guard(request)
     domain, lines = await read_events(request, domain_param)
     result = await service(request).store.append(domain, lines, idempotency_of(request, lines))
+    service(request).hub.publish(domain)
     return domain, result.accepted, result.replayed, state
 
 

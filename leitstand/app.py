@@ -19,8 +19,12 @@ from .accesslog import AccessLog
 from .api import Service, router
 from .config import Settings
 from .errors import LeitstandError
+from .events import StreamMetrics, StreamOptions
 from .metrics import Metrics
 from .ratelimit import RateLimiter
+from .read_api import ReadSide
+from .read_api import router as read_router
+from .rejections import Rejections
 from .store import open_store
 
 log = logging.getLogger("leitstand")
@@ -58,7 +62,14 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = svc
+    app.state.read_side = ReadSide(
+        hub=svc.hub,
+        rejections=Rejections(settings.rejections_kept),
+        stream_options=StreamOptions(send_timeout=settings.stream_send_timeout),
+        stream_metrics=StreamMetrics(metrics.registry),
+    )
     app.include_router(router)
+    app.include_router(read_router)
     install_error_boundary(app, metrics)
     app.add_middleware(AccessLog, metrics=metrics)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
@@ -71,6 +82,7 @@ def install_error_boundary(app: FastAPI, metrics: Metrics) -> None:
     def answer(request: Request, status: int, detail: Any, reason: str,
                headers: dict[str, str] | None = None) -> JSONResponse:
         metrics.rejections.labels(reason).inc()
+        request.app.state.read_side.rejections.record(request, status, str(detail))
         merged = {**getattr(request.state, "rate_headers", {}), **(headers or {})}
         return JSONResponse({"detail": detail}, status_code=status, headers=merged)
 

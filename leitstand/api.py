@@ -264,9 +264,33 @@ async def ingest_legacy(request: Request, domain: str) -> Response:
     )
 
 
-@router.get("/health", tags=["operations"], summary="Liveness")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get(
+    "/health",
+    tags=["operations"],
+    summary="Liveness, and the storage backend's state",
+    response_model=None,
+    responses={
+        200: {"description": "`{\"status\": \"ok\"}`; with LEITSTAND_BACKEND=nats also "
+              "`backend` (`connected`, `stream`).",
+              "content": {"application/json": {"schema": {"type": "object"}}}},
+        503: {"description": "The backend cannot store now (nats: not connected, or the stream "
+              "does not answer); ingest answers 503 too.",
+              "content": {"application/json": {"schema": {"type": "object"}}},
+              "headers": _RETRY_AFTER},
+    },
+)
+async def health(request: Request) -> Response:
+    """`ok`; a backend that can be unreachable (nats) reports its state, and 503 while down."""
+    check = getattr(service(request).store, "health", None)
+    if check is None:
+        return JSONResponse({"status": "ok"})
+    backend = await check()
+    ok = bool(backend.pop("ok", False))
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "backend": backend},
+        status_code=200 if ok else 503,
+        headers=None if ok else {"Retry-After": "5"},
+    )
 
 
 @router.get("/version", tags=["operations"], summary="Service version")

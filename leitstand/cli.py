@@ -303,18 +303,13 @@ def run_tail(args: argparse.Namespace) -> int:
         raise UsageError("-n must be 0 or more")
     out = sys.stdout.buffer
     with client_for(args) as client:
-        page = client.events(args.domain, tail=args.lines) if args.lines else None
-        cursor = page.cursor if page is not None else None
-        if page is not None:
-            out.writelines(page.lines)
-            out.flush()
-        if not args.follow:
-            return 0
-        if cursor is None:  # -n 0: start at the end
-            cursor = client.events(args.domain, tail=1).cursor
-        for _, line in client.follow(args.domain, cursor=cursor):
-            out.write(line)
-            out.flush()
+        page = client.events(args.domain, tail=args.lines)
+        out.writelines(page.lines)
+        out.flush()
+        if args.follow:
+            for _, line in client.follow(args.domain, cursor=page.cursor):
+                out.write(line)
+                out.flush()
     return 0
 
 

@@ -24,6 +24,7 @@ from .protocol import (
     Receipt,
     SendSummary,
     SSEParser,
+    StreamEnded,
     domains_of,
     events_params,
     http_options,
@@ -144,6 +145,8 @@ class AsyncClient:
                             cursor = event[0] if event[0] is not None else cursor
                             yield cursor or "", event[1].encode() + b"\n"
                         outcome = httpx.RemoteProtocolError("the server ended the stream")
+            except StreamEnded as exc:
+                outcome = httpx.RemoteProtocolError(str(exc))
             except httpx.TransportError as exc:
                 outcome = exc
             error, delay = self._policy.verdict(attempt, outcome)

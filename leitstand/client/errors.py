@@ -31,9 +31,10 @@ class IngestError(Exception):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        where = f"HTTP {self.status}" if self.status is not None else "no answer"
+        where = f"HTTP {self.status}" if self.status is not None else ""
         tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
-        return f"{where}{tries}: {self.detail}"
+        prefix = f"{where}{tries}".strip()
+        return f"{prefix}: {self.detail}" if prefix else str(self.detail)
 
 
 class ConfigurationError(IngestError, ValueError):
@@ -87,7 +88,9 @@ def error_for_exception(exc: Exception, *, attempts: int) -> IngestError:
     """The exception for a request that got no answer."""
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
-        reason = f"timed out ({type(exc).__name__}): {reason}"
+        reason = f"no answer, timed out ({type(exc).__name__}): {reason}"
+    else:
+        reason = f"no answer ({type(exc).__name__}): {reason}"
     return NetworkError(reason, attempts=attempts)
 
 

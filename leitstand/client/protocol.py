@@ -144,26 +144,38 @@ def stream_request(domain: str, cursor: str | None, timeout: float) -> dict[str,
     }
 
 
+class StreamEnded(Exception):
+    """The server ended an event stream on purpose (`event: disconnect`), with its reason."""
+
+
 class SSEParser:
-    """Server-sent events, fed line by line (without line endings): yields (id, data) per event.
-    `id` is the last id seen (None before any), as the EventSource spec keeps it."""
+    """Server-sent events, fed line by line (without line endings): yields (id, data) per
+    `message` event. `id` is the last id seen (None before any), as EventSource keeps it.
+    An `event: disconnect` (the server ends the stream) raises `StreamEnded`."""
 
     def __init__(self) -> None:
         self.last_id: str | None = None
         self._data: list[str] = []
+        self._event = "message"
 
     def feed(self, line: str) -> tuple[str | None, str] | None:
         if not line:
-            if not self._data:
+            data, event = "\n".join(self._data), self._event
+            had_data = bool(self._data)
+            self._data, self._event = [], "message"
+            if not had_data:
                 return None
-            data, self._data = "\n".join(self._data), []
-            return self.last_id, data
+            if event == "disconnect":
+                raise StreamEnded(f"the server ended the stream: {data}")
+            return (self.last_id, data) if event == "message" else None
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if name == "data":
             self._data.append(value)
+        elif name == "event":
+            self._event = value or "message"
         elif name == "id" and "\0" not in value:
             self.last_id = value
         return None

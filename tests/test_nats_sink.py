@@ -1,0 +1,198 @@
+"""The sink: same files as the embedded store, exactly once across its crash windows."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from leitstand.config import Settings
+from leitstand.domains import data_file_name
+from leitstand.sink import DataDir, DomainSink, Mark, Sink
+
+from .conftest import TOKEN
+from .nats_cluster import NatsCluster, SinkProcess
+
+LINES = [b'{"event":%d,"domain":"aussen"}\n' % i for i in range(1, 6)]
+
+
+def sink_for(data: Path) -> DomainSink:
+    data.mkdir(parents=True, exist_ok=True)
+    (data / ".leitstand").mkdir(exist_ok=True)
+    dir_fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
+    helper_fd = os.open(data / ".leitstand", os.O_RDONLY | os.O_DIRECTORY)
+    return DomainSink("aussen", dir_fd, helper_fd, fsync=True, lock_timeout=2.0)
+
+
+def crash(sink: DomainSink) -> None:
+    """What a kill leaves: descriptors gone, nothing else done."""
+    sink.close()
+
+
+def plant_mark(data: Path, seq: int, payload: bytes) -> None:
+    """The record a sink appends (and fsyncs) just before it writes `payload`."""
+    size = (data / "aussen.jsonl").stat().st_size
+    ino = (data / "aussen.jsonl").stat().st_ino
+    mark = Mark(seq, size, len(payload), hashlib.sha256(payload).hexdigest(), ino)
+    with open(data / ".leitstand" / "aussen.seq", "ab") as f:
+        f.write(mark.to_line())
+
+
+def test_killed_after_fsync_before_ack_writes_nothing_twice(tmp_path: Path) -> None:
+    sink = sink_for(tmp_path)
+    assert sink.apply([(1, LINES[0]), (2, LINES[1])]) == 2
+    crash(sink)
+    # JetStream redelivers 1 and 2 (never acked) together with the new 3.
+    again = sink_for(tmp_path)
+    assert again.apply([(1, LINES[0]), (2, LINES[1]), (3, LINES[2])]) == 1
+    assert (tmp_path / "aussen.jsonl").read_bytes() == b"".join(LINES[:3])
+
+
+def test_killed_between_record_and_data_writes_the_messages_once(tmp_path: Path) -> None:
+    sink = sink_for(tmp_path)
+    sink.apply([(1, LINES[0])])
+    crash(sink)
+    plant_mark(tmp_path, 3, LINES[1] + LINES[2])  # then killed before the data write
+    again = sink_for(tmp_path)
+    assert again.apply([(2, LINES[1]), (3, LINES[2])]) == 2
+    crash(again)
+    third = sink_for(tmp_path)  # and once more: now it is landed
+    assert third.apply([(2, LINES[1]), (3, LINES[2]), (4, LINES[3])]) == 1
+    assert (tmp_path / "aussen.jsonl").read_bytes() == b"".join(LINES[:4])
+    assert (tmp_path / ".leitstand" / "aussen.seq").read_bytes().count(b"\n") <= 3
+
+
+@pytest.mark.parametrize(
+    "torn", [LINES[1], LINES[1] + LINES[2][:7]], ids=["whole-line", "mid-line"]
+)
+def test_killed_mid_write_cuts_the_torn_group_and_writes_it_once(
+    tmp_path: Path, torn: bytes
+) -> None:
+    sink = sink_for(tmp_path)
+    sink.apply([(1, LINES[0])])
+    crash(sink)
+    plant_mark(tmp_path, 3, LINES[1] + LINES[2])
+    with open(tmp_path / "aussen.jsonl", "ab") as f:
+        f.write(torn)  # part of the group reached the file
+    again = sink_for(tmp_path)
+    assert again.apply([(2, LINES[1]), (3, LINES[2])]) == 2
+    assert (tmp_path / "aussen.jsonl").read_bytes() == b"".join(LINES[:3])
+    quarantine = (tmp_path / ".leitstand" / "aussen.quarantine").read_bytes()
+    assert quarantine.startswith(torn)
+
+
+def test_a_torn_line_of_another_writer_goes_to_quarantine(tmp_path: Path) -> None:
+    sink = sink_for(tmp_path)
+    sink.apply([(1, LINES[0])])
+    with open(tmp_path / "aussen.jsonl", "ab") as f:
+        f.write(b'{"half":')
+    sink.apply([(2, LINES[1])])
+    assert (tmp_path / "aussen.jsonl").read_bytes() == LINES[0] + LINES[1]
+    assert (tmp_path / ".leitstand" / "aussen.quarantine").read_bytes() == b'{"half":\n'
+
+
+def test_one_sink_per_data_dir(tmp_path: Path) -> None:
+    first = DataDir(tmp_path, fsync=True, lock_timeout=1.0)
+    try:
+        with pytest.raises(SystemExit, match="another sink"):
+            DataDir(tmp_path, fsync=True, lock_timeout=1.0)
+    finally:
+        first.close()
+
+
+# -- with a real nats-server ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nats_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), size=1)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def nats_settings(cluster: NatsCluster, data: Path, stream: str) -> Settings:
+    return Settings(_env_file=None, token=TOKEN, data_dir=data, backend="nats",  # type: ignore[call-arg]
+                    nats_url=cluster.urls, nats_stream=stream, nats_replicas=1,
+                    nats_consumer=f"{stream}-sink", nats_timeout=2.0)
+
+
+async def wait_for_file(path: Path, expected: bytes, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    content = b""
+    while time.monotonic() < deadline:
+        content = path.read_bytes() if path.exists() else b""
+        if len(content) >= len(expected):
+            return content
+        await asyncio.sleep(0.05)
+    return content
+
+
+@pytest.mark.anyio
+async def test_sink_files_equal_the_embedded_stores_files(
+    nats_single: NatsCluster, tmp_path: Path, make_client
+) -> None:
+    """The same requests through jsonl and through nats + sink give byte-identical files."""
+    long_domain = ".".join(["abcdefghij" * 6] * 4)  # longer than a plain file stem
+    requests = [("aussen", [{"event": "a"}, {"t": 1.5, "ok": True}]),
+                ("sensor.home.lan", [{"event": "b"}]),
+                (long_domain, [{"event": "long"}]),
+                ("aussen", [{"event": "c", "nested": {"x": [1, 2]}}])]
+    embedded = make_client(data_dir=tmp_path / "jsonl")
+    clustered = make_client(backend="nats", nats_url=nats_single.urls, nats_stream="same",
+                            nats_replicas=1, data_dir=tmp_path / "ingest")
+    for domain, events in requests:
+        for client in (embedded, clustered):
+            response = await client.post(f"/v1/ingest?domain={domain}", json=events)
+            assert response.status_code == 202
+    sink = SinkProcess(tmp_path / "sink", {
+        "LEITSTAND_BACKEND": "nats", "LEITSTAND_NATS_URL": nats_single.urls,
+        "LEITSTAND_NATS_STREAM": "same", "LEITSTAND_NATS_REPLICAS": "1",
+    }, tmp_path / "sink.log")
+    try:
+        sink.start()
+        for domain in ("aussen", "sensor.home.lan", long_domain):
+            name = data_file_name(domain)
+            expected = (tmp_path / "jsonl" / name).read_bytes()
+            got = await wait_for_file(tmp_path / "sink" / name, expected, timeout=20)
+            assert got == expected, sink.log()
+    finally:
+        sink.stop()
+
+
+@pytest.mark.anyio
+async def test_a_message_lost_in_transit_is_filled_in_stream_order(
+    nats_single: NatsCluster, tmp_path: Path
+) -> None:
+    """Message 1 was delivered to a sink that died before writing it: the next sink gets 2..5
+    first, but writes 1 first (fetched from the stream), without waiting for the redelivery."""
+    settings = nats_settings(nats_single, tmp_path / "data", "gap")
+    nc = await nats.connect(nats_single.urls)
+    js = nc.jetstream()
+    from leitstand.sink import consumer_config
+    from leitstand.store.nats import ensure_stream
+
+    await ensure_stream(js, settings)
+    for line in LINES:
+        await js.publish("gap.aussen", line)
+    await js.add_consumer("gap", consumer_config(settings))
+    lost = await js.pull_subscribe_bind(durable="gap-sink", stream="gap")
+    assert len(await lost.fetch(1, timeout=5)) == 1  # delivered, never acked (ack_wait 30 s)
+    await lost.unsubscribe()
+    await nc.close()
+
+    data = DataDir(settings.data_dir, fsync=True, lock_timeout=2.0)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(Sink(settings, data).run(stop))
+    try:
+        got = await wait_for_file(settings.data_dir / "aussen.jsonl", b"".join(LINES), 10)
+        assert got == b"".join(LINES)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        data.close()

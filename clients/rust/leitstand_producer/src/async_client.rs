@@ -1,0 +1,125 @@
+//! The async client (tokio).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{Builder, Config};
+use crate::encode::{chunk, encode_line, Chunk, Chunker};
+use crate::error::Error;
+use crate::receipt::Receipt;
+use crate::send::{answer_headers, Attempt, BatchProgress, Next, Request};
+
+/// An async leitstand client for the tokio runtime. Cheap to clone; clones share one
+/// connection pool.
+#[derive(Debug, Clone)]
+pub struct AsyncClient {
+    http: reqwest::Client,
+    config: Arc<Config>,
+}
+
+/// The builder of an [`AsyncClient`].
+pub type AsyncClientBuilder = Builder<AsyncClient>;
+
+impl Builder<AsyncClient> {
+    /// Check the settings and build the client. Fails with [`Error::Config`] when the token is
+    /// missing or a setting is unusable.
+    pub fn build(self) -> Result<AsyncClient, Error> {
+        let config = self.config()?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(AsyncClient {
+            http,
+            config: Arc::new(config),
+        })
+    }
+}
+
+impl AsyncClient {
+    /// A builder with the defaults (see [`Builder`]).
+    pub fn builder() -> AsyncClientBuilder {
+        Builder::default()
+    }
+
+    /// A client configured from `LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT`,
+    /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF`.
+    pub fn from_env() -> Result<AsyncClient, Error> {
+        AsyncClient::builder().with_env()?.build()
+    }
+
+    /// Send one event (any `Serialize` that becomes a JSON object) to `domain`.
+    pub async fn send_one<T: Serialize + ?Sized>(
+        &self,
+        domain: &str,
+        event: &T,
+    ) -> Result<Receipt, Error> {
+        let limits = self.config.limits();
+        let line = encode_line(0, event, limits)?;
+        self.send_chunk(domain, &chunk(line, 1, limits.gzip)).await
+    }
+
+    /// Send events to `domain` as NDJSON, in as many requests as the body and event limits
+    /// need (each request all-or-nothing, with its own idempotency key). Events are serialized
+    /// lazily, so the iterator may be longer than memory.
+    ///
+    /// When a later request fails after earlier ones were stored, the error is
+    /// [`Error::Incomplete`] and says how many events are stored.
+    pub async fn send_batch<I>(&self, domain: &str, events: I) -> Result<Receipt, Error>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        let mut progress = BatchProgress::new(domain);
+        for chunk in Chunker::new(events.into_iter(), self.config.limits()) {
+            let result = match chunk {
+                Ok(chunk) => self.send_chunk(domain, &chunk).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(receipt) => progress.stored(receipt),
+                Err(error) => return Err(progress.failed(error)),
+            }
+        }
+        Ok(progress.finish())
+    }
+
+    async fn send_chunk(&self, domain: &str, chunk: &Chunk) -> Result<Receipt, Error> {
+        let mut send = Request::new(&self.config, domain, chunk);
+        loop {
+            let attempt = self.attempt(&send).await;
+            match send.next(attempt) {
+                Next::Done(result) => return result,
+                Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    async fn attempt(&self, send: &Request<'_>) -> Attempt {
+        let response = self
+            .http
+            .post(send.url.clone())
+            .headers(send.headers.clone())
+            .body(send.body())
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => return Attempt::Transport(Box::new(error)),
+        };
+        let status = response.status().as_u16();
+        let (retry_after, replayed) = answer_headers(response.headers());
+        match response.bytes().await {
+            Ok(body) => Attempt::Answer {
+                status,
+                retry_after,
+                replayed,
+                body: body.to_vec(),
+            },
+            Err(error) => Attempt::Transport(Box::new(error)),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Settings of a client: from a builder, from the environment, or both.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::encode::Limits;
+use crate::error::Error;
+use crate::retry::RetryPolicy;
+
+/// `LEITSTAND_URL` when it is not set.
+pub const DEFAULT_URL: &str = "http://localhost:8788";
+/// `LEITSTAND_TIMEOUT` when it is not set: seconds per HTTP attempt.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `LEITSTAND_RETRIES` when it is not set: retries after the first attempt.
+pub const DEFAULT_RETRIES: u32 = 3;
+/// `LEITSTAND_BACKOFF` when it is not set: the first wait before a retry.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+/// The server's default body limit (`LEITSTAND_MAX_BODY`, 1 MiB); batches are split below it.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
+/// The server's default event limit per request (`LEITSTAND_MAX_EVENTS`).
+pub const DEFAULT_MAX_EVENTS: usize = 10_000;
+
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Validated settings shared by both clients.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub ingest_url: Url,
+    pub token: String,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub gzip: bool,
+    pub max_body_bytes: usize,
+    pub max_events: usize,
+}
+
+impl Config {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_events: self.max_events,
+            gzip: self.gzip,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("ingest_url", &self.ingest_url.as_str())
+            .field("token", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("gzip", &self.gzip)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_events", &self.max_events)
+            .finish()
+    }
+}
+
+/// Builds a [`Client`](crate::Client) or an [`AsyncClient`](crate::AsyncClient); get one from
+/// `Client::builder()` or `AsyncClient::builder()`.
+///
+/// Every setting has the default of the Python client. [`Builder::with_env`] reads the same
+/// environment variables; setters called afterwards override them.
+pub struct Builder<C> {
+    url: Option<String>,
+    token: Option<String>,
+    timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+    max_retry_after: Duration,
+    gzip: bool,
+    max_body_bytes: usize,
+    max_events: usize,
+    client: PhantomData<fn() -> C>,
+}
+
+impl<C> fmt::Debug for Builder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("gzip", &self.gzip)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_events", &self.max_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Default for Builder<C> {
+    fn default() -> Self {
+        Builder {
+            url: None,
+            token: None,
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            backoff: DEFAULT_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            gzip: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_events: DEFAULT_MAX_EVENTS,
+            client: PhantomData,
+        }
+    }
+}
+
+impl<C> Builder<C> {
+    /// Base URL of the server, e.g. `http://leitstand.lan:8788` (default [`DEFAULT_URL`]).
+    /// Events go to `<url>/v1/ingest`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The shared secret, sent as `X-Auth` (required).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Timeout of one HTTP attempt, connecting included (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Retries after the first attempt on transport errors, 408, 429, 500, 502, 503 and 504
+    /// (default 3; 0 turns retries off).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// First wait before a retry, doubled for each further one, with jitter (default 0.5 s).
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Upper bound of one backoff wait (default 30 s).
+    pub fn max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// The longest `Retry-After` the client waits for (default 60 s). When the server asks for
+    /// more, the send fails at once with [`Error::RateLimited`] or [`Error::Server`] instead of
+    /// blocking the caller.
+    pub fn max_retry_after(mut self, max_retry_after: Duration) -> Self {
+        self.max_retry_after = max_retry_after;
+        self
+    }
+
+    /// Compress request bodies with gzip (`Content-Encoding: gzip`; default off).
+    pub fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
+    /// Largest uncompressed body of one request; batches are split below it. Match the
+    /// server's `LEITSTAND_MAX_BODY` (default 1 MiB).
+    pub fn max_body_bytes(mut self, max_body_bytes: usize) -> Self {
+        self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// Most events in one request; batches are split below it. Match the server's
+    /// `LEITSTAND_MAX_EVENTS` (default 10,000).
+    pub fn max_events(mut self, max_events: usize) -> Self {
+        self.max_events = max_events;
+        self
+    }
+
+    /// Read `LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT` (seconds),
+    /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF` (seconds) from the environment. Unset or
+    /// empty variables keep the current value; an unparsable one is an [`Error::Config`] that
+    /// names it.
+    pub fn with_env(self) -> Result<Self, Error> {
+        self.with_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn with_lookup(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        if let Some(url) = get("LEITSTAND_URL") {
+            self.url = Some(url.trim().to_owned());
+        }
+        if let Some(token) = lookup("LEITSTAND_TOKEN").filter(|t| !t.is_empty()) {
+            self.token = Some(token);
+        }
+        if let Some(value) = get("LEITSTAND_TIMEOUT") {
+            self.timeout = seconds("LEITSTAND_TIMEOUT", &value)?;
+        }
+        if let Some(value) = get("LEITSTAND_RETRIES") {
+            self.retries = value.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "LEITSTAND_RETRIES={value:?} is not a whole number >= 0 (retries after the first attempt)"
+                ))
+            })?;
+        }
+        if let Some(value) = get("LEITSTAND_BACKOFF") {
+            self.backoff = seconds("LEITSTAND_BACKOFF", &value)?;
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn config(self) -> Result<Config, Error> {
+        let token = match self.token {
+            Some(token) if !token.is_empty() => token,
+            _ => {
+                return Err(Error::Config(
+                    "no token: set LEITSTAND_TOKEN (or call .token()) to the server's token".into(),
+                ))
+            }
+        };
+        if reqwest::header::HeaderValue::from_str(&token).is_err() {
+            return Err(Error::Config(
+                "the token must be printable ASCII (it is sent as the X-Auth header)".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::Config("the timeout must be more than 0 s".into()));
+        }
+        if self.max_body_bytes == 0 || self.max_events == 0 {
+            return Err(Error::Config(
+                "max_body_bytes and max_events must be at least 1".into(),
+            ));
+        }
+        let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
+        Ok(Config {
+            ingest_url: ingest_url(&url)?,
+            token,
+            timeout: self.timeout,
+            retry: RetryPolicy {
+                retries: self.retries,
+                backoff: self.backoff,
+                max_backoff: self.max_backoff,
+                max_retry_after: self.max_retry_after,
+            },
+            gzip: self.gzip,
+            max_body_bytes: self.max_body_bytes,
+            max_events: self.max_events,
+        })
+    }
+}
+
+/// `http://host:port[/prefix]` → `http://host:port[/prefix]/v1/ingest`.
+fn ingest_url(base: &str) -> Result<Url, Error> {
+    let invalid = |why: String| {
+        Error::Config(format!(
+            "LEITSTAND_URL/url {base:?} {why}; expected e.g. {DEFAULT_URL}"
+        ))
+    };
+    let mut url = Url::parse(base).map_err(|e| invalid(format!("is not a URL ({e})")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(invalid(
+                "uses https, but this client speaks plain HTTP only; reach leitstand over \
+                 http on a trusted network, or through a local TLS proxy"
+                    .into(),
+            ))
+        }
+        other => return Err(invalid(format!("has the scheme {other:?}, not http"))),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("must not have a query or fragment".into()));
+    }
+    let path = format!("{}/v1/ingest", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    Ok(url)
+}
+
+fn seconds(name: &str, value: &str) -> Result<Duration, Error> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{name}={value:?} is not a number of seconds, e.g. 5 or 0.5"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    type B = Builder<()>;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn environment_defaults_match_the_python_client() {
+        let config = B::default()
+            .with_lookup(env(&[("LEITSTAND_TOKEN", "dev")]))
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(
+            config.ingest_url.as_str(),
+            "http://localhost:8788/v1/ingest"
+        );
+        assert_eq!(config.token, "dev");
+        assert_eq!(config.timeout, Duration::from_secs(5));
+        assert_eq!(config.retry.retries, 3);
+        assert_eq!(config.retry.backoff, Duration::from_millis(500));
+        assert_eq!(config.max_body_bytes, 1_048_576);
+        assert_eq!(config.max_events, 10_000);
+        assert!(!config.gzip);
+    }
+
+    #[test]
+    fn environment_values_are_read_and_setters_override_them() {
+        let lookup = env(&[
+            ("LEITSTAND_URL", "http://10.0.0.5:9000/leitstand/"),
+            ("LEITSTAND_TOKEN", "s3cret"),
+            ("LEITSTAND_TIMEOUT", "2.5"),
+            ("LEITSTAND_RETRIES", "7"),
+            ("LEITSTAND_BACKOFF", "0.25"),
+        ]);
+        let config = B::default().with_lookup(lookup).unwrap().config().unwrap();
+        assert_eq!(
+            config.ingest_url.as_str(),
+            "http://10.0.0.5:9000/leitstand/v1/ingest"
+        );
+        assert_eq!(config.timeout, Duration::from_millis(2500));
+        assert_eq!(config.retry.retries, 7);
+        assert_eq!(config.retry.backoff, Duration::from_millis(250));
+
+        let config = B::default()
+            .with_lookup(env(&[("LEITSTAND_RETRIES", "7"), ("LEITSTAND_TOKEN", "a")]))
+            .unwrap()
+            .retries(1)
+            .token("b")
+            .config()
+            .unwrap();
+        assert_eq!(config.retry.retries, 1);
+        assert_eq!(config.token, "b");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (name, value) in [
+            ("LEITSTAND_TIMEOUT", "five"),
+            ("LEITSTAND_TIMEOUT", "-1"),
+            ("LEITSTAND_RETRIES", "-1"),
+            ("LEITSTAND_RETRIES", "2.5"),
+            ("LEITSTAND_BACKOFF", "NaN"),
+        ] {
+            let err = B::default().with_lookup(env(&[(name, value)])).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config(text) if text.contains(name)),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_token_or_bad_url_is_a_config_error() {
+        let err = B::default().config().unwrap_err();
+        assert!(err.to_string().contains("LEITSTAND_TOKEN"), "{err}");
+        for url in [
+            "localhost:8788",
+            "ftp://x",
+            "https://x",
+            "not a url",
+            "http://x/?a=b",
+        ] {
+            let err = B::default().token("t").url(url).config().unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{url}");
+        }
+        let err = B::default().token("bad\ntoken").config().unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let builder = B::default().token("very-secret");
+        assert!(!format!("{builder:?}").contains("very-secret"));
+        let config = builder.config().unwrap();
+        assert!(!format!("{config:?}").contains("very-secret"));
+    }
+}

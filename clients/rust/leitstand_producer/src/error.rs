@@ -1,0 +1,332 @@
+//! The one error type of the crate, built from what the server answered.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// Everything that can go wrong while sending events.
+///
+/// Server answers are mapped by status: `401` → [`Error::Auth`], `413` → [`Error::TooLarge`],
+/// `429` → [`Error::RateLimited`], `5xx` → [`Error::Server`], any other non-2xx →
+/// [`Error::Rejected`]. Every variant that comes from an answer carries the server's `detail`.
+/// The messages say what to do about the failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client was configured with a value it cannot use (builder or environment).
+    #[error("leitstand client configuration: {0}")]
+    Config(String),
+
+    /// The server refused the token (`401`).
+    #[error(
+        "leitstand refused the token ({status}: {detail}); set LEITSTAND_TOKEN (or the builder's \
+         token) to the token the server was started with"
+    )]
+    Auth {
+        /// HTTP status (401).
+        status: u16,
+        /// The server's reason.
+        detail: String,
+    },
+
+    /// The server rejected the request as invalid (`400`, `409`, `415`, `422`, other `4xx`).
+    /// Nothing was stored; sending the same events again fails the same way.
+    #[error("leitstand rejected the events ({status}): {detail}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The server's reason, e.g. `domain mismatch`.
+        detail: String,
+    },
+
+    /// The request was larger than the server accepts (`413`), or one event alone is larger
+    /// than the client's body limit (found before sending).
+    #[error(
+        "too large for leitstand: {detail}; set the client's max_body_bytes/max_events to at \
+         most the server's LEITSTAND_MAX_BODY/LEITSTAND_MAX_EVENTS, or send smaller events"
+    )]
+    TooLarge {
+        /// The server's reason, or the client's measurement.
+        detail: String,
+    },
+
+    /// The server kept answering `429` until the retries ran out, or asked to wait longer
+    /// than the client's `max_retry_after`.
+    #[error(
+        "leitstand rate limit hit ({detail}) after {attempts} attempt(s){}; send less often or \
+         raise the server's LEITSTAND_RATE_LIMIT",
+        fmt_retry_after(*retry_after)
+    )]
+    RateLimited {
+        /// The server's reason.
+        detail: String,
+        /// The server's last `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+        /// How many requests were made.
+        attempts: u32,
+    },
+
+    /// The server failed (`5xx`, e.g. `503 lock timeout`, `507` disk full) on every attempt.
+    /// Nothing of this request was stored.
+    #[error(
+        "leitstand failed with {status} ({detail}) after {attempts} attempt(s); check the \
+         server's log and disk, then send again"
+    )]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's reason.
+        detail: String,
+        /// How many requests were made.
+        attempts: u32,
+    },
+
+    /// No answer: connection refused, reset or timed out, on every attempt.
+    #[error(
+        "could not reach leitstand at {url} after {attempts} attempt(s): {message}; check \
+         LEITSTAND_URL and that the server is running"
+    )]
+    Transport {
+        /// The URL that was tried.
+        url: String,
+        /// The low-level reason, with its causes.
+        message: String,
+        /// How many requests were made.
+        attempts: u32,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+
+    /// An event could not be serialized, or is not a JSON object (leitstand stores objects).
+    #[error("event #{index} cannot be sent: {source}")]
+    Serialization {
+        /// Position of the event in the batch (0 for `send_one`).
+        index: usize,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A batch that needed several requests failed part-way: the first `requests` requests
+    /// (`accepted` events, in order) are stored, the rest is not.
+    #[error(
+        "batch stopped after {accepted} event(s) in {requests} request(s) were stored; send \
+         only the rest again: {source}"
+    )]
+    Incomplete {
+        /// Events stored by the requests that succeeded.
+        accepted: u64,
+        /// Requests that succeeded.
+        requests: usize,
+        /// Why the next request failed.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The HTTP status of the server's answer, if this error came from one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Auth { status, .. }
+            | Error::Rejected { status, .. }
+            | Error::Server { status, .. } => Some(*status),
+            Error::RateLimited { .. } => Some(429),
+            Error::Incomplete { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
+    /// The server's `detail`, if this error came from an answer.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Error::Auth { detail, .. }
+            | Error::Rejected { detail, .. }
+            | Error::TooLarge { detail }
+            | Error::RateLimited { detail, .. }
+            | Error::Server { detail, .. } => Some(detail),
+            Error::Incomplete { source, .. } => source.detail(),
+            _ => None,
+        }
+    }
+
+    /// Build the error for a final (not retried, or retries exhausted) non-2xx answer.
+    pub(crate) fn from_answer(
+        status: u16,
+        body: &[u8],
+        retry_after: Option<Duration>,
+        attempts: u32,
+    ) -> Error {
+        let detail = detail_of(status, body);
+        match status {
+            401 => Error::Auth { status, detail },
+            413 => Error::TooLarge { detail },
+            429 => Error::RateLimited {
+                detail,
+                retry_after,
+                attempts,
+            },
+            500..=599 => Error::Server {
+                status,
+                detail,
+                attempts,
+            },
+            _ => Error::Rejected { status, detail },
+        }
+    }
+
+    pub(crate) fn transport(
+        url: &str,
+        source: Box<dyn StdError + Send + Sync>,
+        attempts: u32,
+    ) -> Error {
+        Error::Transport {
+            url: url.to_owned(),
+            message: chain(source.as_ref()),
+            attempts,
+            source,
+        }
+    }
+
+    pub(crate) fn not_an_object(index: usize) -> Error {
+        Error::Serialization {
+            index,
+            source: serde::ser::Error::custom(
+                "it does not serialize to a JSON object (leitstand stores objects only)",
+            ),
+        }
+    }
+}
+
+/// `{"detail": "..."}` → the text; a structured detail (FastAPI validation errors) as compact
+/// JSON; any other body as (shortened) text; an empty body as the status line.
+fn detail_of(status: u16, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        detail: serde_json::Value,
+    }
+    if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
+        return match parsed.detail {
+            serde_json::Value::String(text) => text,
+            other => other.to_string(),
+        };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return format!("HTTP {status} without a body");
+    }
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// `error: cause: cause` — reqwest's own message hides the interesting part in its sources.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+fn fmt_retry_after(retry_after: Option<Duration>) -> RetryAfterText {
+    RetryAfterText(retry_after)
+}
+
+struct RetryAfterText(Option<Duration>);
+
+impl fmt::Display for RetryAfterText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(wait) => write!(f, " (server asks to wait {:.1} s)", wait.as_secs_f64()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_status_to_variant_with_the_servers_detail() {
+        let body = br#"{"detail": "invalid X-Auth token"}"#;
+        let err = Error::from_answer(401, body, None, 1);
+        assert!(
+            matches!(&err, Error::Auth { status: 401, detail } if detail == "invalid X-Auth token")
+        );
+        assert!(err.to_string().contains("LEITSTAND_TOKEN"), "{err}");
+
+        let err = Error::from_answer(400, br#"{"detail":"domain mismatch"}"#, None, 1);
+        assert!(
+            matches!(&err, Error::Rejected { status: 400, detail } if detail == "domain mismatch")
+        );
+        for status in [409, 415, 422, 404] {
+            let err = Error::from_answer(status, br#"{"detail":"x"}"#, None, 1);
+            assert!(matches!(err, Error::Rejected { .. }), "{status}: {err:?}");
+            assert_eq!(err.status(), Some(status));
+        }
+
+        let err = Error::from_answer(
+            413,
+            br#"{"detail":"body larger than 1048576 bytes"}"#,
+            None,
+            1,
+        );
+        assert!(matches!(&err, Error::TooLarge { detail } if detail.contains("1048576")));
+        assert!(err.to_string().contains("max_body_bytes"), "{err}");
+
+        let wait = Some(Duration::from_secs(7));
+        let err = Error::from_answer(429, br#"{"detail":"rate limit exceeded"}"#, wait, 4);
+        assert!(
+            matches!(err, Error::RateLimited { attempts: 4, retry_after: Some(w), .. } if w.as_secs() == 7)
+        );
+        assert!(err.to_string().contains("wait 7.0 s"), "{err}");
+
+        for status in [500, 503, 507] {
+            let err = Error::from_answer(status, br#"{"detail":"lock timeout"}"#, None, 3);
+            assert!(matches!(err, Error::Server { attempts: 3, .. }), "{status}");
+            assert_eq!(err.detail(), Some("lock timeout"));
+        }
+    }
+
+    #[test]
+    fn detail_falls_back_to_text_or_status() {
+        assert_eq!(detail_of(502, b""), "HTTP 502 without a body");
+        assert_eq!(detail_of(502, b"Bad Gateway\n"), "Bad Gateway");
+        let validation = br#"{"detail":[{"loc":["query","domain"],"msg":"bad"}]}"#;
+        assert_eq!(
+            detail_of(422, validation),
+            r#"[{"loc":["query","domain"],"msg":"bad"}]"#
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(detail_of(500, long.as_bytes()).chars().count(), 301);
+    }
+
+    #[test]
+    fn incomplete_batches_say_what_was_stored() {
+        let inner = Error::from_answer(400, br#"{"detail":"event 3 is not an object"}"#, None, 1);
+        let err = Error::Incomplete {
+            accepted: 20,
+            requests: 2,
+            source: Box::new(inner),
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("20 event(s) in 2 request(s) were stored"),
+            "{text}"
+        );
+        assert!(text.contains("event 3 is not an object"), "{text}");
+        assert_eq!(err.status(), Some(400));
+    }
+}

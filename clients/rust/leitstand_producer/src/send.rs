@@ -1,0 +1,174 @@
+//! One request and its retries, without I/O: both clients run the same steps and only differ
+//! in how they make the HTTP call and how they sleep.
+
+use std::error::Error as StdError;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::Url;
+
+use crate::config::Config;
+use crate::encode::Chunk;
+use crate::error::Error;
+use crate::receipt::Receipt;
+use crate::retry::{is_retryable_status, parse_retry_after};
+
+const NDJSON: &str = "application/x-ndjson";
+const USER_AGENT: &str = concat!("leitstand_producer/", env!("CARGO_PKG_VERSION"));
+
+/// What one HTTP attempt produced.
+pub(crate) enum Attempt {
+    /// The server answered (any status).
+    Answer {
+        status: u16,
+        retry_after: Option<String>,
+        replayed: bool,
+        body: Vec<u8>,
+    },
+    /// No (complete) answer: connect, timeout, reset, unreadable body.
+    Transport(Box<dyn StdError + Send + Sync>),
+}
+
+/// What to do after an attempt.
+pub(crate) enum Next {
+    Done(Result<Receipt, Error>),
+    RetryAfter(Duration),
+}
+
+/// The request for one chunk: the same URL, headers (one `Idempotency-Key`) and body on
+/// every attempt.
+pub(crate) struct Request<'a> {
+    config: &'a Config,
+    chunk: &'a Chunk,
+    domain: &'a str,
+    pub url: Url,
+    pub headers: HeaderMap,
+    attempts: u32,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(config: &'a Config, domain: &'a str, chunk: &'a Chunk) -> Request<'a> {
+        let mut url = config.ingest_url.clone();
+        url.query_pairs_mut().append_pair("domain", domain);
+        let mut headers = HeaderMap::new();
+        let value = |text: &str| HeaderValue::from_str(text).expect("checked printable ASCII");
+        headers.insert(HeaderName::from_static("x-auth"), value(&config.token));
+        headers.insert(
+            HeaderName::from_static("idempotency-key"),
+            value(&chunk.key),
+        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if chunk.gzip {
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        Request {
+            config,
+            chunk,
+            domain,
+            url,
+            headers,
+            attempts: 0,
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        self.chunk.body.clone()
+    }
+
+    /// Decide after an attempt: done (success or a final error), or wait and try again.
+    pub fn next(&mut self, attempt: Attempt) -> Next {
+        self.attempts += 1;
+        let retry = self.attempts - 1;
+        let policy = &self.config.retry;
+        match attempt {
+            Attempt::Answer {
+                status,
+                replayed,
+                body,
+                ..
+            } if (200..300).contains(&status) => Next::Done(Ok(Receipt::from_answer(
+                &body,
+                replayed,
+                self.chunk.events,
+                self.domain,
+            ))),
+            Attempt::Answer {
+                status,
+                retry_after,
+                body,
+                ..
+            } => {
+                let retry_after = retry_after
+                    .as_deref()
+                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                if is_retryable_status(status) {
+                    if let Some(wait) = policy.wait_before(retry, retry_after) {
+                        return Next::RetryAfter(wait);
+                    }
+                }
+                Next::Done(Err(Error::from_answer(
+                    status,
+                    &body,
+                    retry_after,
+                    self.attempts,
+                )))
+            }
+            Attempt::Transport(source) => match policy.wait_before(retry, None) {
+                Some(wait) => Next::RetryAfter(wait),
+                None => Next::Done(Err(Error::transport(
+                    self.config.ingest_url.as_str(),
+                    source,
+                    self.attempts,
+                ))),
+            },
+        }
+    }
+}
+
+/// The headers of an answer that the retry decision needs.
+pub(crate) fn answer_headers(headers: &HeaderMap) -> (Option<String>, bool) {
+    let retry_after = headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let replayed = headers
+        .get("idempotent-replayed")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    (retry_after, replayed)
+}
+
+/// Accumulates the receipts of a batch; turns a failure after a partial success into
+/// [`Error::Incomplete`], so the caller knows what is stored.
+pub(crate) struct BatchProgress {
+    receipt: Receipt,
+}
+
+impl BatchProgress {
+    pub fn new(domain: &str) -> BatchProgress {
+        BatchProgress {
+            receipt: Receipt::empty(domain),
+        }
+    }
+
+    pub fn stored(&mut self, receipt: Receipt) {
+        self.receipt.add(receipt);
+    }
+
+    pub fn failed(self, error: Error) -> Error {
+        if self.receipt.requests == 0 {
+            return error;
+        }
+        Error::Incomplete {
+            accepted: self.receipt.accepted,
+            requests: self.receipt.requests,
+            source: Box::new(error),
+        }
+    }
+
+    pub fn finish(self) -> Receipt {
+        self.receipt
+    }
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,7 +16,7 @@ from starlette.requests import ClientDisconnect
 from . import __version__
 from .config import Settings
 from .decode import encode_events, media_kind, read_body
-from .errors import BadRequest, Unauthorized
+from .errors import BadRequest, BodyTimeout, Unauthorized
 from .events import Hub
 from .metrics import Metrics
 from .ratelimit import RateLimiter, RateState
@@ -81,15 +82,26 @@ def check_token(headers: list[tuple[bytes, bytes]], tokens: tuple[bytes, ...]) -
 async def read_events(request: Request, domain_param: str | None) -> tuple[str, list[bytes]]:
     svc = service(request)
     kind = media_kind(request.headers.get("content-type"))
+    timeout = svc.settings.body_timeout
     try:
-        body = await read_body(
-            request.stream(),
-            content_length=request.headers.get("content-length"),
-            content_encoding=request.headers.get("content-encoding"),
-            limit=svc.settings.max_body,
+        # The whole body is read before the store is touched, so a slow client holds no lock;
+        # the deadline frees the connection from a client that never finishes.
+        body = await asyncio.wait_for(
+            read_body(
+                request.stream(),
+                content_length=request.headers.get("content-length"),
+                content_encoding=request.headers.get("content-encoding"),
+                limit=svc.settings.max_body,
+            ),
+            timeout,
         )
     except ClientDisconnect as exc:
         raise BadRequest("client disconnected before the body was complete") from exc
+    except asyncio.TimeoutError as exc:
+        raise BodyTimeout(
+            f"the body was not complete within {timeout:g} s (LEITSTAND_BODY_TIMEOUT)",
+            headers={"Connection": "close"},
+        ) from exc
     batch = encode_events(
         body, kind, domain_param=domain_param, max_events=svc.settings.max_events
     )

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_body: int = Field(default=1_048_576, gt=0)
     max_events: int = Field(default=10_000, gt=0)
     lock_timeout: float = Field(default=30.0, gt=0)
+    # A client that has not sent its whole body after this long gets 408 (slow-body clients).
+    body_timeout: float = Field(default=30.0, gt=0)
     rate_limit: str = "60/minute"
     fsync: Literal["always", "off"] = "always"
     idempotency_window: float = Field(default=86_400.0, gt=0)

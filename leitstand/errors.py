@@ -53,6 +53,13 @@ class IdempotencyInFlight(LeitstandError):
     reason = "idempotency_in_flight"
 
 
+class BodyTimeout(LeitstandError):
+    """The client did not send the whole body within LEITSTAND_BODY_TIMEOUT."""
+
+    status = 408
+    reason = "body_timeout"
+
+
 class PayloadTooLarge(LeitstandError):
     status = 413
     reason = "too_large"

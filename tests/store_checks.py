@@ -59,6 +59,9 @@ def lock_held_by_another_process(path: Path, timeout: float = 20.0) -> Iterator[
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=timeout)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def metric(text: str, name: str) -> float:

@@ -91,6 +91,8 @@ def storage_error(exc: OSError, what: str) -> LeitstandError:
     """Translate an OSError from the write path into the answer the client gets."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"{what}: disk full", headers={"Retry-After": "60"})
+    if exc.errno == errno.EFBIG:  # a file size limit (RLIMIT_FSIZE, the file system's maximum)
+        return DiskFull(f"{what}: file size limit reached", headers={"Retry-After": "60"})
     return StorageFailed(
         f"{what}: {os.strerror(exc.errno) if exc.errno else exc}", headers={"Retry-After": "5"}
     )

@@ -1,0 +1,1 @@
+"""Load benchmarks for leitstand (`make bench`); not part of the test suite."""

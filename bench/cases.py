@@ -1,0 +1,99 @@
+"""The benchmark cases: what is sent, and how the stored file is checked afterwards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+DOMAIN = "bench"
+
+
+def event(seq: int) -> dict[str, Any]:
+    """A small, typical event (about 90 bytes as a stored line)."""
+    return {"event": "sensor.reading", "seq": seq, "host": "bench-01", "status": "ok",
+            "value": 21.5}
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    route: str  # URL path and query, with {domain}
+    content_type: str
+    events: list[dict[str, Any]]
+
+    def path(self, domain: str = DOMAIN) -> str:
+        return self.route.format(domain=domain)
+
+    @property
+    def per_request(self) -> int:
+        return len(self.events)
+
+    def body(self) -> bytes:
+        if self.content_type == "application/x-ndjson":
+            return b"".join(orjson.dumps(e) + b"\n" for e in self.events)
+        return orjson.dumps(self.events[0])
+
+    def stored(self) -> list[dict[str, Any]]:
+        """The events as they must appear in the file: each with the normalised domain."""
+        return [{**e, "domain": DOMAIN} for e in self.events]
+
+
+KINDS = {
+    "single": Kind("single", "/v1/ingest?domain={domain}", "application/json", [event(0)]),
+    "ndjson100": Kind("ndjson100", "/v1/ingest?domain={domain}", "application/x-ndjson",
+                      [event(i) for i in range(100)]),
+    "ndjson1000": Kind("ndjson1000", "/v1/ingest?domain={domain}", "application/x-ndjson",
+                       [event(i) for i in range(1000)]),
+    "legacy": Kind("legacy", "/ingest/{domain}", "application/json", [event(0)]),
+}
+
+
+@dataclass(frozen=True)
+class Stored:
+    requests: int  # whole batches found in the file
+    lines: int
+
+
+class VerifyError(AssertionError):
+    pass
+
+
+def verify_file(path: Path, kind: Kind) -> Stored:
+    """The file must be whole batches of exactly this kind's events, in order, nothing else:
+    no torn or interleaved line, no foreign line. Returns how many batches it holds."""
+    data = path.read_bytes() if path.exists() else b""
+    if data and not data.endswith(b"\n"):
+        raise VerifyError(f"{path.name} ends with a partial line")
+    lines = data.split(b"\n")[:-1] if data else []
+    size = kind.per_request
+    if len(lines) % size:
+        raise VerifyError(f"{len(lines)} lines is not a whole number of {size}-event batches")
+    if not lines:
+        return Stored(0, 0)
+    template = lines[:size]
+    expected = kind.stored()
+    for n, (raw, want) in enumerate(zip(template, expected, strict=True)):
+        if orjson.loads(raw) != want:
+            raise VerifyError(f"line {n + 1} is {raw[:200]!r}, expected {want!r}")
+    for start in range(size, len(lines), size):
+        if lines[start:start + size] != template:
+            raise VerifyError(f"batch at line {start + 1} differs from the first batch")
+    return Stored(len(lines) // size, len(lines))
+
+
+def check_acknowledged(stored: int, ok: int, non_ok: int, connections: int,
+                       socket_errors: int) -> str | None:
+    """None if the file holds exactly the acknowledged requests, up to the ones in flight when
+    the load stopped (wrk sends one request at a time per connection, so at most one per
+    connection — plus one per connection wrk dropped with an error); else why not."""
+    if non_ok:
+        return f"{non_ok} answers were not 2xx"
+    if stored < ok:
+        return f"LOST: {ok} requests acknowledged, only {stored} stored"
+    extra = stored - ok
+    if extra > connections + socket_errors:
+        return f"{extra} more stored than acknowledged (tolerance {connections + socket_errors})"
+    return None

@@ -1,0 +1,77 @@
+"""The benchmark harness's own logic (fast, no load): reading wrk's summary and checking a
+data file against the acknowledged requests. The benchmarks themselves run with `make bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench import cases
+from bench.wrk import parse_output
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:1234/v1/ingest?domain=bench
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.10ms    1.20ms  40.00ms   90.00%
+  51234 requests in 10.00s, 9.10MB read
+BENCH_RESULT {"requests":51234,"duration_us":10001000,"bytes":9540000,"ok":51200,"non_ok":34,\
+"errors":{"connect":0,"read":1,"write":0,"status":34,"timeout":2},\
+"latency_us":{"mean":3100.5,"p50":2900,"p90":4100,"p99":12345,"max":40000}}
+Requests/sec:   5122.88
+"""
+
+
+def test_parse_wrk_summary_line() -> None:
+    result = parse_output(WRK_OUTPUT)
+    assert (result.requests, result.ok, result.non_ok) == (51234, 51200, 34)
+    assert result.seconds == pytest.approx(10.001)
+    assert result.errors == {"connect": 0, "read": 1, "write": 0, "status": 34, "timeout": 2}
+    assert (result.p50_ms, result.p99_ms, result.max_ms) == (2.9, 12.345, 40.0)
+    assert result.ok_per_second == pytest.approx(51200 / 10.001)
+
+
+def test_parse_rejects_output_without_summary() -> None:
+    with pytest.raises(ValueError, match="BENCH_RESULT"):
+        parse_output("wrk: unable to connect\n")
+
+
+def _stored(kind: cases.Kind, batches: int) -> bytes:
+    batch = b"".join(orjson.dumps(e) + b"\n" for e in kind.stored())
+    return batch * batches
+
+
+def test_verify_file_counts_whole_batches(tmp_path: Path) -> None:
+    kind = cases.KINDS["ndjson100"]
+    path = tmp_path / "bench.jsonl"
+    path.write_bytes(_stored(kind, 3))
+    assert cases.verify_file(path, kind) == cases.Stored(3, 300)
+
+
+@pytest.mark.parametrize("damage", ["torn", "partial_batch", "foreign", "reordered"])
+def test_verify_file_rejects_damage(tmp_path: Path, damage: str) -> None:
+    kind = cases.KINDS["ndjson100"]
+    data = _stored(kind, 2)
+    lines = data.splitlines(keepends=True)
+    if damage == "torn":
+        data = data[:-5]
+    elif damage == "partial_batch":
+        data = b"".join(lines[:-1])
+    elif damage == "foreign":
+        data = b"".join(lines[:150]) + b'{"other":1}\n' + b"".join(lines[151:])
+    else:
+        data = b"".join([*lines[:100], lines[101], lines[100], *lines[102:]])
+    path = tmp_path / "bench.jsonl"
+    path.write_bytes(data)
+    with pytest.raises(cases.VerifyError):
+        cases.verify_file(path, kind)
+
+
+def test_acknowledged_check_allows_only_requests_in_flight() -> None:
+    check = cases.check_acknowledged
+    assert check(stored=100, ok=100, non_ok=0, connections=64, socket_errors=0) is None
+    assert check(stored=164, ok=100, non_ok=0, connections=64, socket_errors=0) is None
+    assert "LOST" in (check(stored=99, ok=100, non_ok=0, connections=64, socket_errors=0) or "")
+    assert check(stored=165, ok=100, non_ok=0, connections=64, socket_errors=0)
+    assert check(stored=100, ok=100, non_ok=1, connections=64, socket_errors=0)

@@ -141,11 +141,11 @@ _EVENTS_BODY = {
                      "minItems": 1},
                 ]
             },
-            "example": {"event": "demo", "status": "ok"},
+            "example": {"domain": "aussen", "event": "demo", "status": "ok"},
         },
         "application/x-ndjson": {
             "schema": {"type": "string"},
-            "example": '{"event":"a"}\n{"event":"b"}\n',
+            "example": '{"domain":"aussen","event":"a"}\n{"domain":"aussen","event":"b"}\n',
         },
     },
 }
@@ -169,23 +169,42 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
     return out
 
 
-INGEST_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: _error("Invalid input: bad JSON or UTF-8, NaN/Infinity, nesting too deep, a non-object "
-                "item, an invalid domain, a domain mismatch, no domain, or a bad header.",
-                _RATE_HEADERS),
-    401: _error("X-Auth missing, repeated or wrong.", _RATE_HEADERS),
-    409: _error("A request with the same Idempotency-Key is still being stored."),
-    413: _error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more events "
-                "than LEITSTAND_MAX_EVENTS.", _RATE_HEADERS),
-    415: _error("Unsupported Content-Type or Content-Encoding.", _RATE_HEADERS),
-    422: _error("Idempotency-Key already used with a different body, or an invalid query "
-                "parameter."),
-    429: _error("Rate limit for this client IP exceeded.", {**_RATE_HEADERS, **_RETRY_AFTER}),
-    500: _error("The domain's data file is not a regular file (e.g. a planted symlink)."),
-    503: _error("The domain file stayed locked past LEITSTAND_LOCK_TIMEOUT (`lock timeout`), "
-                "or storage failed; nothing was stored.", _RETRY_AFTER),
-    507: _error("Disk full; nothing was stored.", _RETRY_AFTER),
+_DEPRECATION_HEADERS = {
+    "Deprecation": {"description": "RFC 9745: `@<epoch seconds>`, deprecated since then.",
+                    "schema": {"type": "string", "example": LEGACY_HEADERS["Deprecation"]}},
+    "Sunset": {"description": "RFC 8594: HTTP-date after which the route is removed.",
+               "schema": {"type": "string", "example": LEGACY_HEADERS["Sunset"]}},
+    "Link": {"description": "The successor route.",
+             "schema": {"type": "string", "example": LEGACY_HEADERS["Link"]}},
 }
+
+
+def ingest_errors(extra: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The error answers of an ingest route; `extra`: headers every answer of the route has."""
+    rate = {**_RATE_HEADERS, **(extra or {})}
+    always = extra or None
+    return {
+        400: _error("Invalid input: bad JSON or UTF-8, NaN/Infinity, nesting too deep, a "
+                    "non-object item, an integer beyond 64 bits, an invalid domain, a domain "
+                    "mismatch, no domain, a broken gzip stream, or a bad header.", rate),
+        401: _error("X-Auth missing, repeated or wrong.", rate),
+        408: _error("The body was not complete within LEITSTAND_BODY_TIMEOUT (slow client); "
+                    "the connection is closed.", rate),
+        409: _error("A request with the same Idempotency-Key is still being stored.", rate),
+        413: _error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more events "
+                    "than LEITSTAND_MAX_EVENTS.", rate),
+        415: _error("Unsupported Content-Type or Content-Encoding.", rate),
+        422: _error("Idempotency-Key already used with a different body.", rate),
+        429: _error("Rate limit for this client IP exceeded (counted across all ingest routes, "
+                    "before auth).", {**rate, **_RETRY_AFTER}),
+        500: _error("The domain's data file is not a regular file (e.g. a planted symlink), or "
+                    "an unexpected error.", always),
+        503: _error("The domain file stayed locked past LEITSTAND_LOCK_TIMEOUT (`lock timeout`), "
+                    "or storage failed; nothing was stored.", {**rate, **_RETRY_AFTER}),
+        507: _error("Disk full; nothing was stored.", {**rate, **_RETRY_AFTER}),
+    }
+
+
 _AUTH = [{"XAuth": []}]
 
 router = APIRouter()
@@ -204,7 +223,7 @@ router = APIRouter()
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
             "headers": _RATE_HEADERS,
         },
-        **INGEST_ERRORS,
+        **ingest_errors(),
     },
     openapi_extra={
         "requestBody": _EVENTS_BODY,
@@ -246,30 +265,26 @@ async def ingest_v1(
         200: {
             "description": "Stored. Deprecated: use POST /v1/ingest before the Sunset date.",
             "content": {"text/plain": {"schema": {"type": "string", "example": "ok"}}},
-            "headers": {
-                **_RATE_HEADERS,
-                "Deprecation": {"description": "RFC 9745: deprecated since this date.",
-                                "schema": {"type": "string"}},
-                "Sunset": {"description": "RFC 8594: the route is removed after this date.",
-                           "schema": {"type": "string"}},
-                "Link": {"description": "The successor: </v1/ingest>.",
-                         "schema": {"type": "string"}},
-            },
+            "headers": {**_RATE_HEADERS, **_DEPRECATION_HEADERS},
         },
-        **INGEST_ERRORS,
+        **ingest_errors(_DEPRECATION_HEADERS),
     },
     openapi_extra={
         "requestBody": _EVENTS_BODY,
         "security": _AUTH,
         "parameters": [
-            {"name": "X-Auth", "in": "header", "required": True, "schema": {"type": "string"}},
+            {"name": "X-Auth", "in": "header", "required": True,
+             "schema": {"type": "string"}, "description": "The shared secret."},
             {"name": "Idempotency-Key", "in": "header", "required": False,
-             "schema": {"type": "string", "maxLength": 255}},
+             "schema": {"type": "string", "maxLength": 255},
+             "description": "Retries with the same key and body are stored once."},
         ],
     },
 )
 async def ingest_legacy(request: Request, domain: str) -> Response:
     """The pre-v1 route: same bodies, answers `ok`. Use `POST /v1/ingest?domain=...`."""
+    # Every answer of this route, errors included, says that it is deprecated.
+    request.state.route_headers = LEGACY_HEADERS
     await ingest(request, domain)
     return PlainTextResponse(
         "ok", headers={**LEGACY_HEADERS, **request.state.rate_headers}

@@ -83,7 +83,8 @@ def install_error_boundary(app: FastAPI, metrics: Metrics) -> None:
                headers: dict[str, str] | None = None) -> JSONResponse:
         metrics.rejections.labels(reason).inc()
         request.app.state.read_side.rejections.record(request, status, str(detail))
-        merged = {**getattr(request.state, "rate_headers", {}), **(headers or {})}
+        merged = {**getattr(request.state, "route_headers", {}),
+                  **getattr(request.state, "rate_headers", {}), **(headers or {})}
         return JSONResponse({"detail": detail}, status_code=status, headers=merged)
 
     @app.exception_handler(LeitstandError)
@@ -146,7 +147,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     for path in doc.get("paths", {}).values():
         for operation in path.values():
             for status, response in list(operation.get("responses", {}).items()):
-                if status == "422" and "$ref" in str(response):
+                if status == "422" and "HTTPValidationError" in str(response):
                     operation["responses"]["422"] = {
                         "description": response.get("description", "Invalid parameter."),
                         "content": {"application/json": {

@@ -154,6 +154,7 @@ class IntentLog:
     def _commit_records(self, group: Group) -> None:
         for intent in group.intents:
             self._put(intent.key, Record(intent.fingerprint, intent.accepted, group.at))
+        self._evict()
 
     def _put(self, key: str, record: Record) -> None:
         self._records.pop(key, None)

@@ -32,6 +32,8 @@ def open_append(name: str, dir_fd: int, *, create: bool = True) -> tuple[int, bo
             fd = os.open(name, OPEN_FLAGS, dir_fd=dir_fd)
             created = False
     except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise NotARegularFile(f"{name} is a directory; refusing to write to it") from exc
         if exc.errno == errno.ELOOP:
             raise NotARegularFile(
                 f"{name} is a symbolic link; refusing to write through it"

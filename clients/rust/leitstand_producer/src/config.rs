@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
 pub const DEFAULT_MAX_EVENTS: usize = 10_000;
 
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
-const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 /// Validated settings shared by both clients.
 #[derive(Clone)]
@@ -153,7 +153,7 @@ impl<C> Builder<C> {
         self
     }
 
-    /// The longest `Retry-After` the client waits for (default 60 s). When the server asks for
+    /// The longest `Retry-After` the client waits for (default 120 s). When the server asks for
     /// more, the send fails at once with [`Error::RateLimited`] or [`Error::Server`] instead of
     /// blocking the caller.
     pub fn max_retry_after(mut self, max_retry_after: Duration) -> Self {
@@ -182,9 +182,11 @@ impl<C> Builder<C> {
     }
 
     /// Read `LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT` (seconds),
-    /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF` (seconds) from the environment. Unset or
-    /// empty variables keep the current value; an unparsable one is an [`Error::Config`] that
-    /// names it.
+    /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF` (seconds) from the environment — and, like
+    /// the Python client, `LEITSTAND_MAX_BODY`, `LEITSTAND_MAX_EVENTS`,
+    /// `LEITSTAND_MAX_BACKOFF` and `LEITSTAND_MAX_RETRY_AFTER` (seconds). Unset or empty
+    /// variables keep the current value; an unparsable one is an [`Error::Config`] that names
+    /// it.
     pub fn with_env(self) -> Result<Self, Error> {
         self.with_lookup(|name| std::env::var(name).ok())
     }
@@ -204,14 +206,22 @@ impl<C> Builder<C> {
             self.timeout = seconds("LEITSTAND_TIMEOUT", &value)?;
         }
         if let Some(value) = get("LEITSTAND_RETRIES") {
-            self.retries = value.trim().parse().map_err(|_| {
-                Error::Config(format!(
-                    "LEITSTAND_RETRIES={value:?} is not a whole number >= 0 (retries after the first attempt)"
-                ))
-            })?;
+            self.retries = whole("LEITSTAND_RETRIES", &value)?;
         }
         if let Some(value) = get("LEITSTAND_BACKOFF") {
             self.backoff = seconds("LEITSTAND_BACKOFF", &value)?;
+        }
+        if let Some(value) = get("LEITSTAND_MAX_BACKOFF") {
+            self.max_backoff = seconds("LEITSTAND_MAX_BACKOFF", &value)?;
+        }
+        if let Some(value) = get("LEITSTAND_MAX_RETRY_AFTER") {
+            self.max_retry_after = seconds("LEITSTAND_MAX_RETRY_AFTER", &value)?;
+        }
+        if let Some(value) = get("LEITSTAND_MAX_BODY") {
+            self.max_body_bytes = whole("LEITSTAND_MAX_BODY", &value)?;
+        }
+        if let Some(value) = get("LEITSTAND_MAX_EVENTS") {
+            self.max_events = whole("LEITSTAND_MAX_EVENTS", &value)?;
         }
         Ok(self)
     }
@@ -283,6 +293,13 @@ fn ingest_url(base: &str) -> Result<Url, Error> {
     Ok(url)
 }
 
+fn whole<N: std::str::FromStr>(name: &str, value: &str) -> Result<N, Error> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::Config(format!("{name}={value:?} is not a whole number >= 0")))
+}
+
 fn seconds(name: &str, value: &str) -> Result<Duration, Error> {
     value
         .trim()
@@ -329,6 +346,8 @@ mod tests {
         assert_eq!(config.retry.backoff, Duration::from_millis(500));
         assert_eq!(config.max_body_bytes, 1_048_576);
         assert_eq!(config.max_events, 10_000);
+        assert_eq!(config.retry.max_backoff, Duration::from_secs(30));
+        assert_eq!(config.retry.max_retry_after, Duration::from_secs(120));
         assert!(!config.gzip);
     }
 
@@ -340,6 +359,10 @@ mod tests {
             ("LEITSTAND_TIMEOUT", "2.5"),
             ("LEITSTAND_RETRIES", "7"),
             ("LEITSTAND_BACKOFF", "0.25"),
+            ("LEITSTAND_MAX_BACKOFF", "8"),
+            ("LEITSTAND_MAX_RETRY_AFTER", "30"),
+            ("LEITSTAND_MAX_BODY", "65536"),
+            ("LEITSTAND_MAX_EVENTS", "500"),
         ]);
         let config = B::default().with_lookup(lookup).unwrap().config().unwrap();
         assert_eq!(
@@ -349,6 +372,9 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_millis(2500));
         assert_eq!(config.retry.retries, 7);
         assert_eq!(config.retry.backoff, Duration::from_millis(250));
+        assert_eq!(config.retry.max_backoff, Duration::from_secs(8));
+        assert_eq!(config.retry.max_retry_after, Duration::from_secs(30));
+        assert_eq!((config.max_body_bytes, config.max_events), (65536, 500));
 
         let config = B::default()
             .with_lookup(env(&[("LEITSTAND_RETRIES", "7"), ("LEITSTAND_TOKEN", "a")]))
@@ -369,6 +395,8 @@ mod tests {
             ("LEITSTAND_RETRIES", "-1"),
             ("LEITSTAND_RETRIES", "2.5"),
             ("LEITSTAND_BACKOFF", "NaN"),
+            ("LEITSTAND_MAX_BODY", "1MiB"),
+            ("LEITSTAND_MAX_EVENTS", "-5"),
         ] {
             let err = B::default().with_lookup(env(&[(name, value)])).unwrap_err();
             assert!(

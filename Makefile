@@ -9,7 +9,7 @@ PORT ?= 8788
 # settings from the environment and .env itself).
 TOKEN := $${LEITSTAND_TOKEN:-$$(sed -n 's/^LEITSTAND_TOKEN=//p' .env 2>/dev/null | tail -n 1)}
 
-.PHONY: dev venv venv-dev ingest-test test test-python lint openapi clean
+.PHONY: dev venv venv-dev ingest-test test test-python test-rust lint openapi clean
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,22 @@ ingest-test:
 ## Create the venv, install everything the tests need, and run the whole suite.
 test: venv-dev
 	$(PY) -m pytest
+	$(MAKE) test-rust
+
+## The Rust producer crate: rustfmt, clippy and cargo test for each feature set. Needs cargo
+## (rustup); crates come from crates.io. The integration test runs the real server from the venv.
+RUST_CRATE := clients/rust/leitstand_producer
+RUST_FEATURE_SETS := "" "--no-default-features --features async" "--all-features"
+test-rust: venv
+	@export PATH="$$HOME/.cargo/bin:$$PATH"; command -v cargo >/dev/null || \
+	  { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+	cd $(RUST_CRATE) && PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --check
+	cd $(RUST_CRATE) && export PATH="$$HOME/.cargo/bin:$$PATH" && \
+	for features in $(RUST_FEATURE_SETS); do \
+	  echo "== cargo clippy/test $${features:-(default features)}"; \
+	  cargo clippy --locked --all-targets $$features -- -D warnings && \
+	  cargo test --locked $$features || exit 1; \
+	done
 
 lint: venv-dev
 	$(VENV)/bin/ruff check leitstand tests tools app.py

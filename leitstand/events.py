@@ -58,6 +58,7 @@ class StreamOptions:
     keepalive: float = 15.0  # a comment line when idle, so proxies and dead peers show up
     poll: float = 1.0  # re-read this often without a wake-up (other processes' writes)
     page: int = 500  # lines per read and per send
+    min_interval: float = 0.1  # between two reads of a caught-up client
 
 
 class StreamMetrics:
@@ -141,16 +142,23 @@ class EventStream(Response):
         last_sent = time.monotonic()
         try:
             await self._send(send, b"retry: 2000\n\n")
+            last_read = time.monotonic()
             while True:
                 if batch.lines:
                     await self._send(send, render(batch))
                     last_sent = time.monotonic()
                 cursor = batch.next_cursor
+                if len(batch.lines) < options.page:
+                    # Caught up: let new events pile up a little, so that a busy domain costs
+                    # each client a few reads a second, not one per commit.
+                    await anyio.sleep(max(0.0, last_read + options.min_interval
+                                          - time.monotonic()))
                 waiter = self.hub.waiter(self.domain)
                 try:
                     batch = await self.store.read(self.domain, cursor=cursor, limit=options.page)
                 except NotFound:  # removed, e.g. while rotated: wait for the new file
                     batch = Batch([], [], cursor)
+                last_read = time.monotonic()
                 if batch.lines:
                     continue
                 idle = time.monotonic() - last_sent

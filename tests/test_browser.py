@@ -1,0 +1,129 @@
+"""The control-room web view in a real headless Chromium (Debian's), against the real server.
+
+Needs /usr/bin/chromium (installed by scripts/test-deps.sh, which `make test` runs). Playwright
+only drives it; no browser is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from .conftest import TOKEN
+from .server import ROOT, ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+WAIT_MS = 15_000  # every wait for the page is bounded by this
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: run `bash scripts/test-deps.sh`"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data", token=TOKEN)
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+def ingest(server: ServerProcess, domain: str, event: dict, token: str = TOKEN) -> int:
+    response = httpx.post(f"{server.url}/v1/ingest", params={"domain": domain}, json=event,
+                          headers={"X-Auth": token}, timeout=10)
+    return response.status_code
+
+
+def login(page: Page, server: ServerProcess) -> None:
+    page.goto(server.url + "/")
+    expect(page.locator("#login")).to_be_visible(timeout=WAIT_MS)
+    page.fill("#token", TOKEN)
+    page.click("#connect")
+    expect(page.locator("#dashboard")).to_be_visible(timeout=WAIT_MS)
+
+
+def test_control_room_shows_domains_tail_and_rejections(
+    browser: Browser, live_server: ServerProcess
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(live_server.url) or
+            r.url.startswith("data:") else outside.append(r.url))
+
+    # A wrong token is refused at the door; the right one opens the dashboard.
+    page.goto(live_server.url + "/")
+    page.fill("#token", "wrong-token")
+    page.click("#connect")
+    expect(page.locator("#login-error")).to_contain_text("not accepted", timeout=WAIT_MS)
+    errors.clear()  # the browser logs the refused request itself
+    login(page, live_server)
+    expect(page.locator("#domains-empty")).to_be_visible(timeout=WAIT_MS)
+
+    # A new domain appears after an ingest, and its live tail starts.
+    assert ingest(live_server, "aussen", {"event": "first", "temp": 21.5}) == 202
+    row = page.locator('#domains tbody tr[data-domain="aussen"]')
+    expect(row).to_be_visible(timeout=WAIT_MS)
+    expect(row).to_contain_text("1")
+    tail = page.locator("#tail .entry pre")
+    expect(tail.filter(has_text='"event": "first"')).to_have_count(1, timeout=WAIT_MS)
+
+    # The tail updates live, pretty-printed.
+    assert ingest(live_server, "aussen", {"event": "second", "nested": {"ok": True}}) == 202
+    second = tail.filter(has_text='"event": "second"')
+    expect(second).to_have_count(1, timeout=WAIT_MS)
+    assert '\n  "nested": {\n    "ok": true\n  }' in second.inner_text()
+
+    # Filter and pause.
+    page.fill("#filter", "second")
+    expect(page.locator("#tail .entry:not(.hidden)")).to_have_count(1, timeout=WAIT_MS)
+    page.fill("#filter", "")
+    page.click("#pause")
+    assert ingest(live_server, "aussen", {"event": "third"}) == 202
+    expect(page.locator("#pause")).to_contain_text("1 new", timeout=WAIT_MS)
+    expect(tail.filter(has_text="third")).to_have_count(0)
+    page.click("#pause")
+    expect(tail.filter(has_text="third")).to_have_count(1, timeout=WAIT_MS)
+
+    # A request with a bad token shows up among the rejections, with its reason.
+    assert ingest(live_server, "garten", {"event": "x"}, token="not-the-token") == 401
+    rejected = page.locator("#rejections tbody tr").filter(has_text="/v1/ingest")
+    expect(rejected.first).to_contain_text("invalid X-Auth token", timeout=WAIT_MS)
+    expect(rejected.first).to_contain_text("401")
+    expect(rejected.first).to_contain_text("garten")
+
+    # A second domain: the chart and the table carry both; let a few samples accumulate.
+    for i in range(5):
+        assert ingest(live_server, "innen", {"event": "tick", "i": i}) == 202
+    expect(page.locator('#domains tbody tr[data-domain="innen"]')).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#legend li")).to_have_count(2, timeout=WAIT_MS)
+    assert page.evaluate("sessionStorage.getItem('leitstand.token')") == TOKEN
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "control-room.png"), full_page=True)
+
+    # The token survives a reload of the tab (sessionStorage): no second login.
+    page.reload()
+    expect(page.locator("#dashboard")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#login")).to_be_hidden()
+    assert errors == []
+    assert outside == []

@@ -39,6 +39,7 @@ ingest-test:
 
 ## Create the venv, install everything the tests need, and run the whole suite.
 test: venv-dev
+	bash scripts/test-deps.sh
 	$(PY) -m pytest
 	$(MAKE) test-rust
 

@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-PORT ?= 8788
+# The port: `make dev PORT=...`, else PORT from the environment, else from .env, else 8788.
+PORT ?= $(or $(shell sed -n 's/^PORT=//p' .env 2>/dev/null | tail -n 1),8788)
 # The token: the environment's, else the one in .env, else `dev` (the service reads the other
 # settings from the environment and .env itself).
 TOKEN := $${LEITSTAND_TOKEN:-$$(sed -n 's/^LEITSTAND_TOKEN=//p' .env 2>/dev/null | tail -n 1)}

@@ -109,3 +109,19 @@ async def test_each_app_has_its_own_registry(make_client) -> None:
     a, b = make_client(), make_client()
     await a.post("/ingest/aussen", json={})
     assert ("leitstand_events_total", (("domain", "aussen"),)) not in await scrape(b)
+
+
+async def test_every_metric_named_in_the_readme_exists(client) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    operations = readme.split("## Betrieb & Wartung", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(leitstand_[a-z_]+)`", operations))
+    assert {"leitstand_events_total", "leitstand_bytes_total", "leitstand_requests_total",
+            "leitstand_rejections_total", "leitstand_append_seconds"} <= named
+    await client.post("/v1/ingest?domain=aussen", json={})
+    families = {f.name for f in text_string_to_metric_families(
+        (await client.get("/metrics")).text)}
+    families |= {name + "_total" for name in families}
+    assert named <= families, named - families

@@ -151,6 +151,18 @@ def test_make_ingest_test_against_the_server(server: ServerProcess) -> None:
     assert stored(server) == [{"event": "ingest-test", "status": "ok", "domain": "aussen"}]
 
 
+def test_make_ingest_test_takes_token_and_port_from_dotenv(server: ServerProcess,
+                                                          tmp_path) -> None:
+    cwd = tmp_path / "checkout"
+    cwd.mkdir()
+    (cwd / ".env").write_text(f"LEITSTAND_TOKEN={TOKEN}\nPORT={server.port}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LEITSTAND_TOKEN", "PORT")}
+    out = subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"),
+                          "ingest-test"], cwd=cwd, env=env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    assert len(stored(server)) == 1
+
+
 def test_make_ingest_test_fails_loudly_on_a_wrong_token(server: ServerProcess) -> None:
     env = {**os.environ, "LEITSTAND_TOKEN": "wrong"}
     out = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "ingest-test",

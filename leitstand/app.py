@@ -20,6 +20,7 @@ from .api import Service, router
 from .config import Settings
 from .errors import LeitstandError
 from .events import StreamMetrics, StreamOptions
+from .fastpath import IngestFastPath
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .read_api import ReadSide
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(router)
     app.include_router(read_router)
     install_error_boundary(app, metrics)
+    app.add_middleware(IngestFastPath, fastapi_app=app)  # inside the access log
     app.add_middleware(AccessLog, metrics=metrics)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app

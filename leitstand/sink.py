@@ -142,6 +142,9 @@ class DomainSink:
                 self._recovered = True
             size = self._cut_torn_tail(size)
             new = [line for seq, line in items if seq > self.applied]
+            if len(new) < len(items):
+                log.info("%s: %d redelivered messages were written before (up to sequence %d); "
+                         "not writing them again", self.name, len(items) - len(new), self.applied)
             if not new:
                 return 0
             self._write(items[-1][0], b"".join(new), size)
@@ -362,10 +365,12 @@ class DataDir:
 
 
 # -- the consumer ------------------------------------------------------------------------------
-def consumer_config(settings: Settings) -> api.ConsumerConfig:
+def consumer_config(settings: Settings, start: int | None = None) -> api.ConsumerConfig:
+    """The sink's durable consumer; `start`: begin at this stream sequence (else the first)."""
     return api.ConsumerConfig(
         durable_name=settings.nats_consumer,
-        deliver_policy=api.DeliverPolicy.ALL,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start else api.DeliverPolicy.ALL,
+        opt_start_seq=start,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=30.0,
         max_deliver=-1,
@@ -384,8 +389,10 @@ class Sink:
         self._stream = settings.nats_stream
         self._client: NatsClient | None = None
         self._next = 1  # the next stream sequence to apply
+        self._floor = 0  # the consumer's ack floor when this process found it
         self._pending: dict[int, tuple[str, bytes, Msg | None]] = {}
         self.applied = 0
+        self.skipped = 0  # redeliveries of messages already written
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set. NATS outages are waited out; write errors retried."""
@@ -418,11 +425,7 @@ class Sink:
         while not stop.is_set():
             try:
                 await ensure_stream(js, self._settings)
-                try:
-                    info = await js.consumer_info(self._stream, self._settings.nats_consumer)
-                except NotFoundError:
-                    info = await js.add_consumer(self._stream, consumer_config(self._settings))
-                self._next = (info.ack_floor.stream_seq if info.ack_floor else 0) + 1
+                self._next = await self._anchor_consumer(js)
                 return await js.pull_subscribe_bind(
                     durable=self._settings.nats_consumer, stream=self._stream
                 )
@@ -431,6 +434,33 @@ class Sink:
                 await _sleep_unless(stop, delay)
                 delay = min(delay * 2, 2.0)
         return None
+
+    async def _anchor_consumer(self, js: JetStreamContext) -> int:
+        """Make the durable consumer deliver from its ack floor on, now; return where it starts.
+
+        Messages a previous sink received but never acked (it died) would come back only after
+        `ack_wait`, while newer ones arrive at once. So a consumer with unacked messages is
+        replaced by one that starts at its ack floor. If the sink dies between the delete and
+        the create, the next start begins at the stream's first message: slower (everything is
+        read once more), but still nothing is written twice."""
+        name = self._settings.nats_consumer
+        try:
+            info = await js.consumer_info(self._stream, name)
+        except NotFoundError:
+            # New, or deleted by an earlier try of this process (then its floor is known).
+            start = self._floor + 1 if self._floor else None
+            await js.add_consumer(self._stream, consumer_config(self._settings, start))
+            return start or 1
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        # A consumer anchored at sequence S reports floor 0 until its first ack, but everything
+        # before S was acknowledged to its predecessor.
+        floor = self._floor = max(floor, (info.config.opt_start_seq or 1) - 1)
+        if info.num_ack_pending:
+            log.info("sink: %d messages were delivered but not acknowledged; redelivering from "
+                     "sequence %d", info.num_ack_pending, floor + 1)
+            await js.delete_consumer(self._stream, name)
+            await js.add_consumer(self._stream, consumer_config(self._settings, floor + 1))
+        return floor + 1
 
     async def _step(
         self, js: JetStreamContext, sub: JetStreamContext.PullSubscription, stop: asyncio.Event
@@ -448,6 +478,7 @@ class Sink:
             seq = msg.metadata.sequence.stream
             if seq < self._next:
                 acks.append(msg)  # written before (a redelivery)
+                self.skipped += 1
             else:
                 self._pending[seq] = (msg.subject, msg.data, msg)
         run = await self._take_run(js)

@@ -165,34 +165,71 @@ async def test_sink_files_equal_the_embedded_stores_files(
         sink.stop()
 
 
-@pytest.mark.anyio
-async def test_a_message_lost_in_transit_is_filled_in_stream_order(
-    nats_single: NatsCluster, tmp_path: Path
-) -> None:
-    """Message 1 was delivered to a sink that died before writing it: the next sink gets 2..5
-    first, but writes 1 first (fetched from the stream), without waiting for the redelivery."""
-    settings = nats_settings(nats_single, tmp_path / "data", "gap")
-    nc = await nats.connect(nats_single.urls)
-    js = nc.jetstream()
+async def publish_and_lose_first(cluster: NatsCluster, settings: Settings):  # type: ignore[no-untyped-def]
+    """Publish LINES; a consumer delivers message 1 to a subscriber that never acks it."""
     from leitstand.sink import consumer_config
     from leitstand.store.nats import ensure_stream
 
+    nc = await nats.connect(cluster.urls)
+    js = nc.jetstream()
     await ensure_stream(js, settings)
     for line in LINES:
-        await js.publish("gap.aussen", line)
-    await js.add_consumer("gap", consumer_config(settings))
-    lost = await js.pull_subscribe_bind(durable="gap-sink", stream="gap")
-    assert len(await lost.fetch(1, timeout=5)) == 1  # delivered, never acked (ack_wait 30 s)
-    await lost.unsubscribe()
-    await nc.close()
+        await js.publish(f"{settings.nats_stream}.aussen", line)
+    await js.add_consumer(settings.nats_stream, consumer_config(settings))
+    sub = await js.pull_subscribe_bind(durable=settings.nats_consumer, stream=settings.nats_stream)
+    assert len(await sub.fetch(1, timeout=5)) == 1  # delivered, never acked (ack_wait 30 s)
+    return nc, js, sub
 
+
+@pytest.mark.anyio
+async def test_messages_a_dead_sink_never_acked_are_written_at_once_in_order(
+    nats_single: NatsCluster, tmp_path: Path
+) -> None:
+    """Without re-anchoring, message 1 would come back only after ack_wait (30 s): filled in
+    from the stream, but left unacknowledged until then."""
+    settings = nats_settings(nats_single, tmp_path / "data", "dead")
+    nc, js, _ = await publish_and_lose_first(nats_single, settings)
     data = DataDir(settings.data_dir, fsync=True, lock_timeout=2.0)
     stop = asyncio.Event()
     task = asyncio.ensure_future(Sink(settings, data).run(stop))
     try:
         got = await wait_for_file(settings.data_dir / "aussen.jsonl", b"".join(LINES), 10)
         assert got == b"".join(LINES)
+        deadline = time.monotonic() + 10
+        while True:
+            info = await js.consumer_info(settings.nats_stream, settings.nats_consumer)
+            if info.ack_floor.stream_seq == len(LINES) and info.num_ack_pending == 0:
+                break
+            assert time.monotonic() < deadline, info
+            await asyncio.sleep(0.05)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
         data.close()
+        await nc.close()
+
+
+@pytest.mark.anyio
+async def test_a_message_lost_in_transit_is_filled_from_the_stream_in_order(
+    nats_single: NatsCluster, tmp_path: Path
+) -> None:
+    """The sink holds 2..5 but 1 never reached it: 1 is read from the stream and written
+    first, so no domain's sequence ever skips a message."""
+    settings = nats_settings(nats_single, tmp_path / "data", "gap")
+    nc, js, sub = await publish_and_lose_first(nats_single, settings)
+    data = DataDir(settings.data_dir, fsync=True, lock_timeout=2.0)
+    try:
+        later = await sub.fetch(4, timeout=5)
+        assert [m.metadata.sequence.stream for m in later] == [2, 3, 4, 5]
+        sink = Sink(settings, data)
+        for msg in later:  # as `_step` files them
+            sink._pending[msg.metadata.sequence.stream] = (msg.subject, msg.data, msg)
+        run = await sink._take_run(js)
+        assert [(seq, msg is None) for seq, _, _, msg in run] == [
+            (1, True), (2, False), (3, False), (4, False), (5, False)
+        ]
+        await sink._write(run, asyncio.Event())
+        assert (settings.data_dir / "aussen.jsonl").read_bytes() == b"".join(LINES)
+    finally:
+        data.close()
+        await nc.close()

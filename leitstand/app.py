@@ -110,7 +110,10 @@ def install_error_boundary(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return answer(request, 500, "internal error", "internal")
+        # This answer is sent from outside the access-log middleware, which would add the id.
+        request_id = getattr(request.state, "request_id", None)
+        return answer(request, 500, "internal error", "internal",
+                      {"X-Request-ID": request_id} if request_id else None)
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:

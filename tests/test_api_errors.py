@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 
+import httpx
 import pytest
+
+from .conftest import TOKEN
 
 pytestmark = pytest.mark.anyio
 
@@ -68,3 +71,22 @@ async def test_405_names_the_allowed_method(client) -> None:
     response = await client.get("/v1/ingest")
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
+
+
+async def test_unexpected_error_is_500_json_with_request_id(make_client, monkeypatch) -> None:
+    """A bug anywhere below the routes still answers `{"detail": ...}`, never a traceback."""
+    app = make_client().app
+
+    async def broken_append(*args, **kwargs):
+        raise RuntimeError("boom from a test")
+
+    monkeypatch.setattr(app.state.service.store, "append", broken_append)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                 headers={"X-Auth": TOKEN}) as client:
+        response = await client.post("/ingest/aussen", json={},
+                                     headers={"X-Request-ID": "req-500"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error"}
+    assert response.headers["X-Request-ID"] == "req-500"
+    assert response.headers["Deprecation"]

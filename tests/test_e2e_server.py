@@ -273,6 +273,17 @@ def test_malformed_x_auth_is_401_never_500(shared: ServerProcess, token) -> None
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+@pytest.mark.parametrize("route", ["/v1/ingest?domain=authfirst", "/ingest/authfirst"])
+def test_auth_is_checked_before_the_body_is_read(shared: ServerProcess, route) -> None:
+    """A wrong token is answered at once, though the announced body never comes (if the
+    server read the body first, it would wait for it until LEITSTAND_BODY_TIMEOUT, 30 s)."""
+    status, _, answer = raw_request(shared.port, post_head(
+        route, b"Content-Type: application/json", b"Content-Length: 1000000",
+        token=b"wrong"), timeout=15)
+    assert status == 401
+    assert orjson.loads(answer) == {"detail": "invalid X-Auth token"}
+
+
 @pytest.mark.parametrize(
     ("body", "ctype"),
     [(b'{"v": NaN}', "application/json"), (b'{"v": Infinity}', "application/json"),

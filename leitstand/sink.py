@@ -63,7 +63,7 @@ from .store.files import (
     storage_error,
     write_all,
 )
-from .store.nats import connect, domain_of, ensure_stream
+from .store.nats import QuietLog, connect, domain_of, ensure_stream
 
 log = logging.getLogger("leitstand.sink")
 
@@ -393,6 +393,7 @@ class Sink:
         self._pending: dict[int, tuple[str, bytes, Msg | None]] = {}
         self.applied = 0
         self.skipped = 0  # redeliveries of messages already written
+        self._quiet = QuietLog(log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set. NATS outages are waited out; write errors retried."""
@@ -430,7 +431,7 @@ class Sink:
                     durable=self._settings.nats_consumer, stream=self._stream
                 )
             except (APIError, nats.errors.Error, asyncio.TimeoutError) as exc:
-                log.warning("sink: stream or consumer not reachable yet (%s)", exc)
+                self._quiet.warning(f"sink: stream or consumer not reachable yet ({exc})")
                 await _sleep_unless(stop, delay)
                 delay = min(delay * 2, 2.0)
         return None
@@ -470,7 +471,7 @@ class Sink:
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             msgs = []
         except (APIError, nats.errors.Error) as exc:
-            log.warning("sink: fetch failed (%s)", exc)
+            self._quiet.warning(f"sink: fetch failed ({type(exc).__name__}: {exc})")
             await _sleep_unless(stop, 0.5)
             return
         acks: list[Msg] = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import anyio.to_thread
@@ -54,6 +55,27 @@ class BackendUnavailable(Unavailable):
     reason = "backend_unavailable"
 
 
+class QuietLog:
+    """A problem that repeats on every retry (a server down) is logged once per `every`
+    seconds, with the number of repeats in between."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self._logger = logger
+        self._every = every
+        self._last = -every
+        self._repeats = 0
+
+    def warning(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            self._repeats += 1
+            return
+        if self._repeats:
+            message += f" ({self._repeats} more such messages since the last one)"
+        self._logger.warning("%s", message)
+        self._last, self._repeats = now, 0
+
+
 def subject_for(stream: str, domain: str) -> str:
     """The subject events of `domain` (already normalised) are published on."""
     return f"{stream}.{domain}"
@@ -88,8 +110,16 @@ async def connect(settings: Settings, name: str) -> NatsClient:
     """Connect to one of `settings.nats_url`. Retries for ever (bound it from outside); once
     connected, the client reconnects by itself after losing its server."""
 
+    quiet = QuietLog(log)
+
     async def on_error(exc: Exception) -> None:
-        log.warning("nats: %s", exc or type(exc).__name__)
+        quiet.warning(f"nats: {exc or type(exc).__name__}")
+
+    async def on_disconnected() -> None:
+        log.warning("nats: disconnected, reconnecting")
+
+    async def on_reconnected() -> None:
+        log.info("nats: reconnected")
 
     options: dict[str, Any] = {
         "servers": list(settings.nats_url),
@@ -101,6 +131,8 @@ async def connect(settings: Settings, name: str) -> NatsClient:
         "ping_interval": 5,
         "max_outstanding_pings": 2,
         "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
     }
     if settings.nats_creds is not None:
         options["user_credentials"] = str(settings.nats_creds)

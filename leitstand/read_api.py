@@ -100,6 +100,7 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
                 {**_RATE_HEADERS, **_RETRY_AFTER}),
 }
 _NO_DOMAIN_ERRORS = {k: v for k, v in READ_ERRORS.items() if k != 404}
+_AUTH_ERRORS = {k: v for k, v in READ_ERRORS.items() if k in (401, 429)}
 _JSON = "application/json"
 
 
@@ -150,7 +151,7 @@ router = APIRouter(tags=["read"])
     response_model=None,
     responses={200: {"description": "Every domain with a data file, sorted by name.",
                      "content": _json_schema(_DOMAINS_SCHEMA), "headers": _RATE_HEADERS},
-               **_NO_DOMAIN_ERRORS},
+               **_AUTH_ERRORS},
     openapi_extra={"security": [{"XAuth": []}], "parameters": [_AUTH_PARAM]},
 )
 async def list_domains(request: Request) -> Response:

@@ -220,7 +220,9 @@ async def test_cursors_no_gaps_no_duplicates_under_concurrent_appends(
         deadline = loop.time() + 60
         while len(got) < expected:
             assert loop.time() < deadline, f"read {len(got)} of {expected}"
-            params = {"domain": "lauf", "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+            params = {"domain": "lauf", "limit": str(limit)}
+            if cursor:
+                params["cursor"] = cursor
             response = await client.get("/v1/events", params=params)
             if response.status_code == 404:  # not created yet
                 await asyncio.sleep(0.005)
@@ -278,3 +280,40 @@ async def test_rejections_ring_keeps_the_last_n(
     items = (await client.get("/v1/rejections")).json()["rejections"]
     assert [r["domain"] for r in items] == ["d4", "d3", "d2"]
     assert TOKEN not in str(items)
+
+
+async def test_read_routes_are_documented(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    expected = {
+        "/v1/domains": {"200", "401", "429"},
+        "/v1/events": {"200", "400", "401", "404", "429"},
+        "/v1/stream": {"200", "400", "401", "404", "429"},
+        "/v1/rejections": {"200", "400", "401", "429"},
+    }
+    for path, statuses in expected.items():
+        op = doc["paths"][path]["get"]
+        assert set(op["responses"]) == statuses, path
+        assert all(r["description"] for r in op["responses"].values())
+        assert op["security"] == [{"XAuth": []}]
+        assert "Retry-After" in op["responses"]["429"]["headers"]
+    events = doc["paths"]["/v1/events"]["get"]
+    assert "X-Next-Cursor" in events["responses"]["200"]["headers"]
+    assert "application/x-ndjson" in events["responses"]["200"]["content"]
+    assert "text/event-stream" in doc["paths"]["/v1/stream"]["get"]["responses"]["200"]["content"]
+    assert "/" not in doc["paths"]
+
+
+async def test_web_view_is_served_offline_and_locked_down(client: httpx.AsyncClient) -> None:
+    page = await client.get("/", headers={"X-Auth": ""})  # the page itself needs no token
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        asset = await client.get(f"/web/{name}", headers={"X-Auth": ""})
+        assert asset.status_code == 200
+        assert asset.headers["content-type"].startswith(kind)
+        assert "http://" not in asset.text and "https://" not in asset.text
+    assert (await client.get("/web/../app.py")).status_code == 404
+    assert (await client.get("/web/index.html.bak")).status_code == 404

@@ -13,7 +13,6 @@ from pathlib import Path
 import anyio
 import httpx
 import orjson
-import pytest
 
 from .conftest import TOKEN
 from .server import ServerProcess
@@ -183,48 +182,44 @@ def test_stuck_client_is_disconnected_with_a_reason(tmp_path: Path) -> None:
 
 
 def test_one_stuck_client_does_not_slow_ingest(tmp_path: Path) -> None:
-    """The issue's relative check: the time of a round of ingest requests with one stuck stream
-    client vs. without, in the same test. Rounds alternate (with/without, then without/with),
-    and the verdict is the median of the ratios of adjacent rounds: on a shared, noisy 2-core
-    machine the load drifts over seconds, and a ratio of neighbours cancels that drift."""
-    rounds, per_round = 15, 100
+    """The issue's relative check: ingest latency with one stuck stream client (connected,
+    never reading) vs. without, in the same test against the same server. Short rounds
+    alternate (with/without, then without/with), so both conditions sample the same moments of
+    a shared, noisy 2-core machine; the verdict compares the median latency of all requests of
+    each condition, which the spikes caused by other processes hardly move."""
+    pairs, per_round = 30, 40
     with running(tmp_path, LEITSTAND_FSYNC="off", LEITSTAND_STREAM_SEND_TIMEOUT="600") as server, \
             httpx.Client(base_url=server.url, headers=AUTH, timeout=10) as http:
         ingest(http, "mess", {"warmup": True})
         body = orjson.dumps({"event": "tick", "value": 1.5, "tags": ["a", "b"]})
 
-        def one_round() -> float:
-            """The median latency of `per_round` sequential requests (robust to the spikes that
-            other processes' load causes)."""
-            latencies = []
+        def one_round(into: list[float]) -> None:
             for _ in range(per_round):
                 started = time.perf_counter()
                 response = http.post("/v1/ingest?domain=mess", content=body,
                                      headers={"Content-Type": "application/json"})
-                latencies.append(time.perf_counter() - started)
+                into.append(time.perf_counter() - started)
                 assert response.status_code == 202
-            return statistics.median(latencies)
 
-        for _ in range(2):
-            one_round()  # warm up both sides
+        one_round([])  # warm up
         without: list[float] = []
         with_stuck: list[float] = []
-        for i in range(rounds):
+        for i in range(pairs):
             for stuck in ((False, True) if i % 2 else (True, False)):
                 if not stuck:
-                    without.append(one_round())
+                    one_round(without)
                     continue
                 sock = stuck_client(server, "domain=mess")
                 try:
                     wait_for(lambda: metric(http, "leitstand_stream_clients") == 1, "the stream")
-                    with_stuck.append(one_round())
+                    one_round(with_stuck)
+                    # It was there the whole round, and never read a byte.
+                    assert metric(http, "leitstand_stream_clients") == 1
                 finally:
                     sock.close()
                 wait_for(lambda: metric(http, "leitstand_stream_clients") == 0, "it to leave")
-        ratios = [s / w for s, w in zip(with_stuck, without, strict=True)]
         base, slow = statistics.median(without), statistics.median(with_stuck)
-        ratio = statistics.median(ratios)
-        print(f"ingest latency: without {base * 1000:.2f} ms, with a stuck stream client "
-              f"{slow * 1000:.2f} ms (medians of {rounds} rounds of {per_round}); "
-              f"median ratio of adjacent rounds {ratio:.3f}")
-        assert ratio <= 1.10, (ratios, without, with_stuck)
+        print(f"ingest latency, median of {len(without)} requests each: without "
+              f"{base * 1000:.2f} ms, with a stuck stream client {slow * 1000:.2f} ms "
+              f"(ratio {slow / base:.3f})")
+        assert slow <= base * 1.10, (base, slow)

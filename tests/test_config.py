@@ -146,15 +146,30 @@ def test_settings_are_frozen(clean_env, monkeypatch) -> None:
         s.max_body = 5  # type: ignore[misc]
 
 
-def test_nothing_is_read_from_the_environment_at_import(clean_env, monkeypatch) -> None:
-    """Importing the package (not app.py) works without any settings."""
-    import importlib
+def test_nothing_is_read_from_the_environment_at_import(tmp_path) -> None:
+    """Every module of the package imports without any setting (a fresh interpreter, no
+    LEITSTAND_* variables, a cwd without .env); only app.py builds the app from the environment."""
+    import os
+    import subprocess
+    import sys
 
-    import leitstand.api
-    import leitstand.app
-
-    importlib.reload(leitstand.app)
-    importlib.reload(leitstand.api)
+    code = (
+        "import importlib, pkgutil, leitstand\n"
+        "for m in pkgutil.walk_packages(leitstand.__path__, 'leitstand.'):\n"
+        "    if m.name != 'leitstand.__main__':\n"
+        "        importlib.import_module(m.name)\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LEITSTAND_") and k != "LOG_LEVEL"}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    entry = subprocess.run([sys.executable, "-c", "import app"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert entry.returncode != 0 and "LEITSTAND_TOKEN is not set" in entry.stderr
 
 
 def table_rows(text: str) -> dict[str, str]:

@@ -240,4 +240,8 @@ def write_doc(bench: Path) -> None:
     notes = bench / "notes.md"
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
+    nats = bench / "nats.md"  # written by bench/nats_bench.py (the nats backend's section)
+    if nats.exists():
+        lines += ["", "<!-- nats-bench:begin -->", nats.read_text().rstrip(),
+                  "<!-- nats-bench:end -->"]
     (DOCS / "benchmarks.md").write_text("\n".join(lines) + "\n")

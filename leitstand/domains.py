@@ -14,9 +14,10 @@ DATA_SUFFIX = ".jsonl"
 HELPER_SUFFIXES = (DATA_SUFFIX, ".idem", ".quarantine", ".idem.tmp", ".seq", ".seq.tmp")
 _LONGEST_SUFFIX = max(len(s) for s in HELPER_SUFFIXES)
 # Domains up to this length are their own stem; longer ones are cut to a prefix plus a hash.
-# A hashed stem is longer than any plain one, so the two kinds never collide.
-PLAIN_STEM_MAX = MAX_FILE_NAME - _LONGEST_SUFFIX - 9
-_HASH_LEN = 8
+# A hashed stem is longer than any plain one, so the two kinds never collide. The hash has
+# 128 bits: with 32 bits a birthday search finds two domains sharing a file in seconds.
+_HASH_LEN = 32
+PLAIN_STEM_MAX = MAX_FILE_NAME - _LONGEST_SUFFIX - 1 - _HASH_LEN
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 

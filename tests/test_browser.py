@@ -116,6 +116,17 @@ def test_control_room_shows_domains_tail_and_rejections(
         assert ingest(live_server, "innen", {"event": "tick", "i": i}) == 202
     expect(page.locator('#domains tbody tr[data-domain="innen"]')).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#legend li")).to_have_count(2, timeout=WAIT_MS)
+    expect(page.locator("#legend li").filter(has_text="innen")).to_contain_text("/s")
+    # The chart is drawn (once a domain has two samples): a line in each domain's colour.
+    page.wait_for_function("""() => {
+        const c = document.getElementById('chart');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const colours = new Set();
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i + 3]) colours.add(d[i] << 16 | d[i + 1] << 8 | d[i + 2]);
+        }
+        return colours.has(0x4fb3ff) && colours.has(0x3ecf8e);
+    }""", timeout=WAIT_MS)
     assert page.evaluate("sessionStorage.getItem('leitstand.token')") == TOKEN
 
     ARTIFACTS.mkdir(exist_ok=True)

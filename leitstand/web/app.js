@@ -2,7 +2,7 @@
 "use strict";
 
 const TOKEN_KEY = "leitstand.token";
-const POLL_MS = 2000;          // domains (chart and table); rejections every 2nd tick
+const POLL_MS = 3000;          // domains (chart and table); rejections every 3rd tick
 const HISTORY = 90;            // chart points kept per domain
 const TAIL_KEEP = 300;         // entries kept in the live tail
 const COLORS = ["#4fb3ff", "#3ecf8e", "#f5b942", "#ff6b6b", "#c77dff", "#5eead4",
@@ -233,26 +233,38 @@ function updateRejections(items) {
 
 // -- polling -------------------------------------------------------------------------------------
 async function tick() {
+  if (state.ticking) return;
+  state.ticking = true;
   state.timer = null;
   if (Date.now() >= state.backoffUntil) {
     try {
       const domains = (await (await api("/v1/domains")).json()).domains;
       updateDomains(domains);
-      if (state.ticks % 2 === 0) {
+      if (state.ticks % 3 === 0) {
         updateRejections((await (await api("/v1/rejections?limit=50")).json()).rejections);
       }
       state.ticks += 1;
       if (!state.stream || state.streamLive) setStatus("live", "live");
     } catch (err) {
-      if (err.status === 401) { sessionStorage.removeItem(TOKEN_KEY); showLogin("The token is no longer accepted."); return; }
+      if (err.status === 401) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        state.token = null;
+        showLogin("The token is no longer accepted.");
+        return;
+      }
       setStatus(err.status === 429 ? "rate limited, waiting" : `offline: ${err.message}`, "down");
+    } finally {
+      state.ticking = false;
     }
   }
-  if (state.token) state.timer = setTimeout(tick, POLL_MS);
+  state.ticking = false;
+  // A hidden tab does not poll (the requests count against the per-IP rate limit).
+  if (state.token && !document.hidden && !state.timer) state.timer = setTimeout(tick, POLL_MS);
 }
 
 function startPolling() {
   clearTimeout(state.timer);
+  state.timer = null;
   state.ticks = 0;
   tick();
 }
@@ -301,7 +313,12 @@ async function openStream(retry = 0) {
     }
   } catch (err) {
     if (controller.signal.aborted) return;
-    if (err.status === 401) { showLogin("The token is no longer accepted."); return; }
+    if (err.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      state.token = null;
+      showLogin("The token is no longer accepted.");
+      return;
+    }
     $("tail-status").textContent = `stream error: ${err.message}`;
   }
   if (controller.signal.aborted || state.stream !== controller) return;
@@ -399,5 +416,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("pause").addEventListener("click", togglePause);
   $("filter").addEventListener("input", applyFilter);
   window.addEventListener("resize", () => drawChart([...state.rates.keys()].sort()));
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.token && !state.timer && !$("dashboard").hidden) tick();
+  });
   if (state.token) login(state.token); else showLogin("");
 });

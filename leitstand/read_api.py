@@ -210,7 +210,8 @@ async def read_events(request: Request) -> Response:
                **READ_ERRORS},
     openapi_extra={"security": [{"XAuth": []}], "parameters": [
         _AUTH_PARAM, _DOMAIN_PARAM, _CURSOR_PARAM, _TAIL_PARAM,
-        _param("Last-Event-ID", "The last `id` received; takes precedence over `cursor`.",
+        _param("Last-Event-ID", "The last `id` received; takes precedence over `cursor` and "
+               "`tail`.",
                {"type": "string"}, "header"),
     ]},
 )
@@ -218,8 +219,12 @@ async def stream_events(request: Request) -> Response:
     """Live events of one domain, as they are acknowledged."""
     state = guard(request)
     domain = _domain(request)
-    resume = request.headers.get("last-event-id") or request.query_params.get("cursor")
-    cursor, tail = _start(request, resume)
+    # A reconnecting client repeats its URL (maybe with `tail`): Last-Event-ID wins over both.
+    last_id = request.headers.get("last-event-id")
+    if last_id:
+        cursor, tail = last_id, None
+    else:
+        cursor, tail = _start(request, request.query_params.get("cursor"))
     svc, side = service(request), read_side(request)
     first = await svc.store.read(
         domain, cursor=cursor, limit=side.stream_options.page,

@@ -96,6 +96,11 @@ def test_stream_delivers_and_resumes_with_last_event_id(tmp_path: Path) -> None:
         assert [orjson.loads(data)["n"] for _, _, data in resumed] == [4, 5]
         with http.stream("GET", "/v1/stream", params={"domain": "aussen", "tail": "2"}) as resp:
             assert [orjson.loads(d)["n"] for _, _, d in SSE(resp).events(2)] == [4, 5]
+        # A reconnect repeats the URL: Last-Event-ID wins over `tail`.
+        ingest(http, "aussen", {"n": 6})
+        with http.stream("GET", "/v1/stream", params={"domain": "aussen", "tail": "5"},
+                         headers={"Last-Event-ID": resumed[-1][0]}) as response:
+            assert [orjson.loads(d)["n"] for _, _, d in SSE(response).events(1)] == [6]
         bad = http.get("/v1/stream", params={"domain": "aussen"}, headers={"Last-Event-ID": "x"})
         assert bad.status_code == 400
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ import orjson
 import pytest
 
 from leitstand.decode import read_body
-from leitstand.domains import MAX_FILE_NAME, data_file_name
+from leitstand.domains import _HASH_LEN, MAX_FILE_NAME, PLAIN_STEM_MAX, data_file_name
 from leitstand.errors import PayloadTooLarge
 
 pytestmark = pytest.mark.anyio
@@ -181,7 +182,7 @@ def long_domain(length: int) -> str:
     return domain
 
 
-@pytest.mark.parametrize("length", [234, 235, 236, 245, 249, 252, 253])
+@pytest.mark.parametrize("length", [211, 212, 234, 235, 236, 245, 249, 252, 253])
 async def test_long_domains_every_created_file_name_fits(client, data_dir, length) -> None:
     domain = long_domain(length)
     response = await client.post(f"/v1/ingest?domain={domain}", json={"n": 1},
@@ -198,8 +199,17 @@ async def test_long_domains_every_created_file_name_fits(client, data_dir, lengt
     names = [p.name for p in data_dir.rglob("*")]
     assert len(names) >= 4  # the data file, .leitstand/, the idempotency log, the quarantine
     assert all(len(os.fsencode(n)) <= MAX_FILE_NAME for n in names), names
-    if length > 235:
-        assert data_file.name.endswith(".jsonl") and data_file.name[-15:-6].startswith("-")
+    if length > PLAIN_STEM_MAX:
+        digest = hashlib.sha256(domain.encode()).hexdigest()[:_HASH_LEN]
+        assert data_file.name == f"{domain[:PLAIN_STEM_MAX]}-{digest}.jsonl"
+    else:
+        assert data_file.name == f"{domain}.jsonl"
+
+
+def test_readme_states_the_long_domain_rule() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert f"Domains über {PLAIN_STEM_MAX} Zeichen" in readme
+    assert f"{_HASH_LEN} Hex-Stellen des SHA-256" in readme
 
 
 async def test_long_domains_sharing_a_prefix_get_different_files(client, data_dir) -> None:

@@ -26,7 +26,12 @@ import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    NoStreamResponseError,
+    NotFoundError,
+    TooManyStalledMsgsError,
+)
 
 from ..config import Settings
 from ..errors import IdempotencyConflict, PayloadTooLarge, Unavailable
@@ -115,8 +120,11 @@ async def connect(settings: Settings, name: str) -> NatsClient:
     async def on_error(exc: Exception) -> None:
         quiet.warning(f"nats: {exc or type(exc).__name__}")
 
+    client: list[NatsClient] = []
+
     async def on_disconnected() -> None:
-        log.warning("nats: disconnected, reconnecting")
+        if not (client and client[0].is_closed):  # not when we close it ourselves
+            log.warning("nats: disconnected, reconnecting")
 
     async def on_reconnected() -> None:
         log.info("nats: reconnected")
@@ -140,7 +148,8 @@ async def connect(settings: Settings, name: str) -> NatsClient:
         options["user"] = settings.nats_user
     if settings.nats_password is not None:
         options["password"] = settings.nats_password.get_secret_value()
-    return await nats.connect(**options)
+    client.append(await nats.connect(**options))
+    return client[0]
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
@@ -184,9 +193,7 @@ class NatsStore:
         js = await self._jetstream(deadline)
         subject = subject_for(self._stream, domain)
         if idempotency is None:
-            await asyncio.gather(*(
-                self._publish(js, subject, line, None, deadline) for line in lines
-            ))
+            await self._publish(js, subject, lines, [None] * len(lines), deadline)
             self._metrics.stored(domain, len(lines), sum(map(len, lines)))
             return AppendResult(len(lines))
         first_headers = {
@@ -194,14 +201,14 @@ class NatsStore:
             FINGERPRINT_HEADER: idempotency.fingerprint,
             COUNT_HEADER: str(len(lines)),
         }
-        first = await self._publish(js, subject, lines[0], first_headers, deadline)
+        first = (await self._publish(js, subject, lines[:1], [first_headers], deadline))[0]
         accepted = len(lines)
         if first.duplicate:
             accepted = await self._check_replay(js, first.seq, idempotency, accepted, deadline)
-        acks = await asyncio.gather(*(
-            self._publish(js, subject, line, _msg_id(domain, i, idempotency.key), deadline)
-            for i, line in enumerate(lines[1:], start=1)
-        ))
+        acks = await self._publish(
+            js, subject, lines[1:],
+            [_msg_id(domain, i, idempotency.key) for i in range(1, len(lines))], deadline,
+        )
         if first.duplicate:
             self._metrics.duplicates.inc()
             return AppendResult(accepted, replayed=True)
@@ -300,18 +307,17 @@ class NatsStore:
         self,
         js: JetStreamContext,
         subject: str,
-        line: bytes,
-        headers: dict[str, str] | None,
+        lines: list[bytes],
+        headers: list[dict[str, str] | None],
         deadline: float,
-    ) -> api.PubAck:
-        """Publish one message and wait for its ack. A message with an id is repeated after a
-        lost ack (JetStream drops the copy); one without is repeated only when it surely did not
-        reach the stream."""
-        repeatable = headers is not None and MSG_ID_HEADER in headers
-        # A keyed publish gets several tries within the deadline (a leader may have just died).
-        attempt_cap = max(1.0, self._timeout / 3) if repeatable else self._timeout
+    ) -> list[api.PubAck]:
+        """Publish one message per line and wait for all acks. A message with an id is repeated
+        after a lost ack (JetStream drops the copy); one without only when it surely did not
+        reach the stream. All messages go out at once over one shared reply subscription."""
+        acks: list[api.PubAck | None] = [None] * len(lines)
+        todo = list(range(len(lines)))
         delay = _BACKOFF_FIRST
-        while True:
+        while todo:
             left = deadline - _now()
             if left <= 0:
                 raise self._unavailable("NATS JetStream did not acknowledge in time")
@@ -319,23 +325,50 @@ class NatsStore:
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
+            sent: dict[int, asyncio.Future[api.PubAck]] = {}
+
+            async def send_all(todo: list[int] = todo, sent: dict[int, Any] = sent) -> None:
+                for i in todo:
+                    sent[i] = await js.publish_async(
+                        subject, lines[i], headers=dict(headers[i]) if headers[i] else None
+                    )
+
             try:
-                return await js.publish(
-                    subject, line, timeout=min(left, attempt_cap),
-                    headers=dict(headers) if headers else None,
-                )
+                # One bound for the whole loop (publish_async waits while too many are in
+                # flight); a timeout per message would cost a task each.
+                await asyncio.wait_for(send_all(), left)
             except nats.errors.MaxPayloadError as exc:
+                _cancel(sent.values())
                 raise PayloadTooLarge("event larger than the NATS server's max_payload") from exc
-            except (NoStreamResponseError, APIError) as exc:
-                # Nothing was stored: no stream leader listening (an election), or a refusal.
-                log.debug("publish to %s refused: %s", subject, exc)
-            except _AMBIGUOUS as exc:
-                if not repeatable:
+            except (TooManyStalledMsgsError, *_AMBIGUOUS) as exc:
+                log.debug("publishing to %s stopped: %s", subject, exc)  # the rest was not sent
+            if sent:
+                # Keyed messages get several tries within the deadline (a leader may just have
+                # died); a lost ack of a keyless one ends the request.
+                attempt = max(1.0, self._timeout / 3)
+                await asyncio.wait(sent.values(), timeout=min(max(0.001, deadline - _now()),
+                                                              attempt))
+            retry = [i for i in todo if i not in sent]
+            for i, future in sent.items():
+                outcome = _outcome(future)
+                if isinstance(outcome, api.PubAck):
+                    acks[i] = outcome
+                    continue
+                # A refusal (no stream leader listening during an election, an API error) stored
+                # nothing; anything else (no ack in time) may have stored the message.
+                if not isinstance(outcome, (NoStreamResponseError, APIError)) and not (
+                    headers[i] and MSG_ID_HEADER in headers[i]  # type: ignore[operator]
+                ):
+                    _cancel(sent.values())
                     raise self._unavailable(
-                        f"NATS JetStream did not acknowledge ({type(exc).__name__})"
-                    ) from exc
-            await asyncio.sleep(min(delay, max(0.0, deadline - _now())))
-            delay = min(delay * 2, _BACKOFF_MAX)
+                        f"NATS JetStream did not acknowledge in time ({type(outcome).__name__})"
+                    )
+                retry.append(i)
+            todo = sorted(retry)
+            if todo:
+                await asyncio.sleep(min(delay, max(0.0, deadline - _now())))
+                delay = min(delay * 2, _BACKOFF_MAX)
+        return [ack for ack in acks if ack is not None]
 
     async def _check_replay(
         self, js: JetStreamContext, seq: int, idempotency: Idempotency, accepted: int,
@@ -361,6 +394,22 @@ class NatsStore:
     def _unavailable(self, detail: str) -> BackendUnavailable:
         retry = str(max(1, min(int(self._timeout), 30)))
         return BackendUnavailable(detail, headers={"Retry-After": retry})
+
+
+def _outcome(future: asyncio.Future[api.PubAck]) -> api.PubAck | BaseException:
+    """The ack, or what went wrong; an unfinished future is cancelled (frees its slot)."""
+    if not future.done():
+        future.cancel()
+        return asyncio.TimeoutError()
+    if future.cancelled():
+        return asyncio.TimeoutError()
+    return future.exception() or future.result()
+
+
+def _cancel(futures: Any) -> None:
+    for future in futures:
+        if not future.done():
+            future.cancel()
 
 
 def _msg_id(domain: str, index: int, key: str) -> dict[str, str]:

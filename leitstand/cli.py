@@ -254,6 +254,9 @@ def summary_line(summary: SendSummary, domain: str, seconds: float | None) -> st
 
 def describe_failure(exc: IngestError, args: argparse.Namespace) -> str:
     text = str(exc)
+    if exc.batch is not None and getattr(args, "file", None) is not None:
+        text += (f" (in the batch of lines {exc.batch.first_line}-{exc.batch.last_line} "
+                 f"of {args.file})")
     if getattr(args, "command", None) == "send" and exc.accepted:
         hint = ("re-run the same command to send the rest; nothing is stored twice"
                 if getattr(args, "file", None) is not None and not args.fresh

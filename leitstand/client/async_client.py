@@ -97,6 +97,7 @@ class AsyncClient:
         """Like `send_many`, for NDJSON lines already encoded (the server validates them)."""
         key_for = key_for or random_keys
         summary = SendSummary()
+        batch = None
         try:
             for batch in split_lines(lines, max_body=self.config.max_body,
                                      max_events=self.config.max_events):
@@ -108,6 +109,8 @@ class AsyncClient:
                         await result
         except IngestError as exc:
             exc.accepted = summary.events
+            if exc.status is not None:  # the server refused this batch
+                exc.batch = batch
             raise
         return summary
 

@@ -10,8 +10,8 @@ import httpx
 
 class IngestError(Exception):
     """Sending failed. `status` is the last HTTP status (None if no answer came), `detail` the
-    server's `{"detail": ...}` (or a local reason), `attempts` how many requests were made, and
-    `accepted` how many events earlier batches of the same call had already stored."""
+    server's `{"detail": ...}` (or a local reason), `attempts` how many requests were made;
+    from `send_many`: `accepted`, the events earlier batches had stored, and the failed `batch`."""
 
     def __init__(
         self,
@@ -28,6 +28,7 @@ class IngestError(Exception):
         self.retry_after = retry_after
         self.headers = headers if headers is not None else httpx.Headers()
         self.accepted = 0
+        self.batch: Any = None  # the `Batch` that failed, when sending many
         super().__init__(self._message())
 
     def _message(self) -> str:

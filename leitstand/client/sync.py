@@ -119,6 +119,7 @@ class Client:
                                                           on_batch=on_batch))
         key_for = key_for or random_keys
         summary = SendSummary()
+        batch = None
         try:
             for batch in split_lines(lines, max_body=self.config.max_body,
                                      max_events=self.config.max_events):
@@ -128,6 +129,8 @@ class Client:
                     on_batch(batch, receipt)
         except IngestError as exc:
             exc.accepted = summary.events
+            if exc.status is not None:  # the server refused this batch
+                exc.batch = batch
             raise
         return summary
 

@@ -8,7 +8,7 @@ use crate::config::{Builder, Config};
 use crate::encode::{chunk, encode_line, Chunk, Chunker};
 use crate::error::Error;
 use crate::receipt::Receipt;
-use crate::send::{answer_headers, Attempt, BatchProgress, Next, Request};
+use crate::send::{Attempt, BatchProgress, Next, Request};
 
 /// An async leitstand client for the tokio runtime. Cheap to clone; clones share one
 /// connection pool.
@@ -111,12 +111,11 @@ impl AsyncClient {
             Err(error) => return Attempt::Transport(Box::new(error)),
         };
         let status = response.status().as_u16();
-        let (retry_after, replayed) = answer_headers(response.headers());
+        let headers = response.headers().clone();
         match response.bytes().await {
             Ok(body) => Attempt::Answer {
                 status,
-                retry_after,
-                replayed,
+                headers,
                 body: body.to_vec(),
             },
             Err(error) => Attempt::Transport(Box::new(error)),

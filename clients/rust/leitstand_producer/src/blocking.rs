@@ -8,12 +8,12 @@ use crate::config::{Builder, Config};
 use crate::encode::{chunk, encode_line, Chunk, Chunker};
 use crate::error::Error;
 use crate::receipt::Receipt;
-use crate::send::{answer_headers, Attempt, BatchProgress, Next, Request};
+use crate::send::{Attempt, BatchProgress, Next, Request};
 
 /// A blocking leitstand client. Cheap to clone; clones share one connection pool.
 ///
 /// Do not use it inside an async runtime (it runs its own): use
-/// [`AsyncClient`](crate::AsyncClient) there (feature `async`).
+/// `AsyncClient` there (feature `async`).
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::blocking::Client,
@@ -108,12 +108,11 @@ impl Client {
             Err(error) => return Attempt::Transport(Box::new(error)),
         };
         let status = response.status().as_u16();
-        let (retry_after, replayed) = answer_headers(response.headers());
+        let headers = response.headers().clone();
         match response.bytes() {
             Ok(body) => Attempt::Answer {
                 status,
-                retry_after,
-                replayed,
+                headers,
                 body: body.to_vec(),
             },
             Err(error) => Attempt::Transport(Box::new(error)),

@@ -62,7 +62,7 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Builds a [`Client`](crate::Client) or an [`AsyncClient`](crate::AsyncClient); get one from
+/// Builds a `Client` or an `AsyncClient`; get one from
 /// `Client::builder()` or `AsyncClient::builder()`.
 ///
 /// Every setting has the default of the Python client. [`Builder::with_env`] reads the same

@@ -8,7 +8,7 @@ use std::time::Duration;
 ///
 /// Server answers are mapped by status: `401` → [`Error::Auth`], `413` → [`Error::TooLarge`],
 /// `429` → [`Error::RateLimited`], `5xx` → [`Error::Server`], any other non-2xx →
-/// [`Error::Rejected`]. Every variant that comes from an answer carries the server's `detail`.
+/// [`Error::Rejected`] (redirects included). Every variant that comes from an answer carries the server's `detail`.
 /// The messages say what to do about the failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,7 +29,8 @@ pub enum Error {
         detail: String,
     },
 
-    /// The server rejected the request as invalid (`400`, `409`, `415`, `422`, other `4xx`).
+    /// The server rejected the request (`400`, `409`, `415`, `422`, other `4xx`), or redirected
+    /// it (`3xx`; redirects are not followed).
     /// Nothing was stored; sending the same events again fails the same way.
     #[error("leitstand rejected the events ({status}): {detail}")]
     Rejected {

@@ -4,7 +4,7 @@
 //! events are on disk. This crate posts them to `POST /v1/ingest?domain=<domain>` as NDJSON,
 //! with the `X-Auth` token, and retries what can safely be retried.
 //!
-//! * [`Client`] (feature `blocking`, on by default) and [`AsyncClient`] (feature `async`,
+//! * `Client` (feature `blocking`, on by default) and `AsyncClient` (feature `async`,
 //!   tokio). The features only add a client; the types mean the same with any set.
 //! * Configured with a builder or from the environment — the same variables as the Python
 //!   client: `LEITSTAND_URL` (default `http://localhost:8788`), `LEITSTAND_TOKEN` (required),

@@ -21,8 +21,7 @@ pub(crate) enum Attempt {
     /// The server answered (any status).
     Answer {
         status: u16,
-        retry_after: Option<String>,
-        replayed: bool,
+        headers: HeaderMap,
         body: Vec<u8>,
     },
     /// No (complete) answer: connect, timeout, reset, unreadable body.
@@ -85,23 +84,34 @@ impl<'a> Request<'a> {
         match attempt {
             Attempt::Answer {
                 status,
-                replayed,
+                headers,
                 body,
-                ..
             } if (200..300).contains(&status) => Next::Done(Ok(Receipt::from_answer(
                 &body,
-                replayed,
+                header(&headers, "idempotent-replayed")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
                 self.chunk.events,
                 self.domain,
             ))),
             Attempt::Answer {
+                status, headers, ..
+            } if (300..400).contains(&status) => {
+                // Redirects are not followed: a POST body must not be re-sent somewhere else.
+                let target = header(&headers, "location").unwrap_or("an unnamed location");
+                Next::Done(Err(Error::Rejected {
+                    status,
+                    detail: format!(
+                        "the server redirects to {target}; set LEITSTAND_URL to the address \
+                         leitstand itself answers on"
+                    ),
+                }))
+            }
+            Attempt::Answer {
                 status,
-                retry_after,
+                headers,
                 body,
-                ..
             } => {
-                let retry_after = retry_after
-                    .as_deref()
+                let retry_after = header(&headers, "retry-after")
                     .and_then(|value| parse_retry_after(value, SystemTime::now()));
                 if is_retryable_status(status) {
                     if let Some(wait) = policy.wait_before(retry, retry_after) {
@@ -127,17 +137,8 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The headers of an answer that the retry decision needs.
-pub(crate) fn answer_headers(headers: &HeaderMap) -> (Option<String>, bool) {
-    let retry_after = headers
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let replayed = headers
-        .get("idempotent-replayed")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    (retry_after, replayed)
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
 }
 
 /// Accumulates the receipts of a batch; turns a failure after a partial success into

@@ -26,6 +26,7 @@ for_both_clients!(
     gzip_bodies_decompress_to_the_events,
     a_failure_part_way_says_what_is_stored,
     reports_replayed_answers,
+    does_not_follow_redirects,
 );
 
 fn event(n: usize) -> Value {
@@ -391,4 +392,27 @@ fn reports_replayed_answers(flavor: Flavor) {
     )]);
     let receipt = send_one(flavor, &server.url(), &Opts::default(), "aussen", &event(1)).unwrap();
     assert!(receipt.replayed);
+}
+
+fn does_not_follow_redirects(flavor: Flavor) {
+    let server = MockServer::start(vec![
+        with_header(
+            answer(301, ""),
+            "Location",
+            "https://leitstand.lan/v1/ingest",
+        ),
+        accepted(1, "aussen"),
+    ]);
+    let err = send_one(flavor, &server.url(), &Opts::default(), "aussen", &event(1)).unwrap_err();
+    assert!(
+        matches!(err, Error::Rejected { status: 301, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("redirects to https://leitstand.lan/v1/ingest"),
+        "{text}"
+    );
+    assert!(text.contains("LEITSTAND_URL"), "{text}");
+    assert_eq!(server.requests().len(), 1);
 }

@@ -136,7 +136,10 @@ def encode_events(
     for event in events:
         event["domain"] = domain
         try:
-            lines.append(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+            # Not OPT_APPEND_NEWLINE: orjson then hands back its 4 KiB working buffer, kept
+            # alive while the line waits for its group commit (~4 MB per 1,000-event request);
+            # the concatenation is an exact-size copy.
+            lines.append(orjson.dumps(event) + b"\n")
         except orjson.JSONEncodeError as exc:
             raise InvalidJSON(f"event cannot be stored as JSON: {exc}") from exc
     return Batch(domain, lines)

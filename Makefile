@@ -10,7 +10,7 @@ PORT ?= $(or $(shell sed -n 's/^PORT=//p' .env 2>/dev/null | tail -n 1),8788)
 # settings from the environment and .env itself).
 TOKEN := $${LEITSTAND_TOKEN:-$$(sed -n 's/^LEITSTAND_TOKEN=//p' .env 2>/dev/null | tail -n 1)}
 
-.PHONY: dev venv venv-dev ingest-test test test-python test-rust lint openapi clean
+.PHONY: dev venv venv-dev ingest-test test test-python test-rust lint openapi clean bench bench-soak
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,17 @@ test-rust: venv
 
 lint: venv-dev
 	$(VENV)/bin/ruff check leitstand tests tools app.py
+
+## Benchmarks (docs/benchmarks.md): durable leitstand under wrk next to the HTTP and disk floors,
+## ~10 min; installs wrk (apt) and bench/requirements.txt. BENCH_ARGS="--seconds 5" etc.
+bench: venv
+	bash bench/install.sh
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+## RSS of one worker under load: after 1 minute vs after 5 (about 6 minutes).
+bench-soak: venv
+	bash bench/install.sh
+	$(PY) -m bench.run --soak $(BENCH_ARGS)
 
 ## Regenerate docs/openapi.yaml from the app.
 openapi: venv-dev

@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IngestError as exc:
         return fail(describe_failure(exc, args), status=1)
     except KeyboardInterrupt:
-        return fail("interrupted", status=130)
+        resumable = getattr(args, "file", None) is not None and not args.fresh
+        return fail("interrupted" + (" (re-run the same command to send the rest; nothing is "
+                                     "stored twice)" if resumable else ""), status=130)
     except BrokenPipeError:
         return 0  # `leitstand tail ... | head`: the reader is done
 

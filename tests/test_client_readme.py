@@ -101,3 +101,21 @@ def test_hermetic_snippet_with_asgi_transport(tmp_path: Path) -> None:
     assert result.stdout == "ok\n"
     assert events_in(data_dir / "example.com.jsonl") == [
         {"event": "test", "status": "ok", "domain": "example.com"}]
+
+
+def test_readme_env_table_matches_the_client_defaults() -> None:
+    from leitstand.client import ClientConfig
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Client-Library"):text.index("### Mini-Test")]
+    defaults = ClientConfig.resolve(env={"LEITSTAND_TOKEN": "t"})
+    rows = {
+        "LEITSTAND_URL": defaults.url, "LEITSTAND_TIMEOUT": f"{defaults.timeout:g}",
+        "LEITSTAND_RETRIES": str(defaults.retries), "LEITSTAND_BACKOFF": f"{defaults.backoff:g}",
+        "LEITSTAND_MAX_BODY": str(defaults.max_body),
+        "LEITSTAND_MAX_EVENTS": str(defaults.max_events),
+    }
+    for name, value in rows.items():
+        assert f"| `{name}`" in section and f"`{value}`" in section.split(f"| `{name}`")[1].split(
+            "\n")[0], name
+    assert "| `LEITSTAND_TOKEN`" in section

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -355,3 +356,18 @@ def test_sse_parser() -> None:
         list(parser.events(["event: disconnect", 'data: {"reason": "too slow"}', ""]))
 
 
+
+
+@pytest.mark.anyio
+async def test_async_send_many_streams_an_async_iterable_in_batches() -> None:
+    script = Script()
+
+    async def events() -> AsyncIterator[dict[str, int]]:
+        for i in range(25):
+            yield {"n": i}
+
+    async with AsyncClient("http://leitstand.test", "t", transport=httpx.MockTransport(script),
+                           max_events=10) as client:
+        summary = await client.send_many("aussen", events())
+    assert [len(r.content.splitlines()) for r in script.requests] == [10, 10, 5]
+    assert summary.events == 25 and len(set(script.keys())) == 3

@@ -9,7 +9,14 @@ from typing import Any
 
 import httpx
 
-from .batches import Batch, encode_event, event_lines, split_lines
+from .batches import (
+    Batch,
+    encode_event,
+    event_lines,
+    event_lines_async,
+    split_lines,
+    split_lines_async,
+)
 from .config import ClientConfig
 from .errors import IngestError
 from .protocol import (
@@ -81,15 +88,14 @@ class AsyncClient:
         on_batch: OnBatch | None = None,
     ) -> SendSummary:
         """Store many events as NDJSON batches within the body and event-count limits."""
-        if isinstance(events, AsyncIterable):
-            events = [event async for event in events]
-        return await self.send_lines(domain, event_lines(events), key_for=key_for,
-                                     on_batch=on_batch)
+        lines = (event_lines_async(events) if isinstance(events, AsyncIterable)
+                 else event_lines(events))
+        return await self.send_lines(domain, lines, key_for=key_for, on_batch=on_batch)
 
     async def send_lines(
         self,
         domain: str,
-        lines: Iterable[bytes],
+        lines: Iterable[bytes] | AsyncIterable[bytes],
         *,
         key_for: KeyFor | None = None,
         on_batch: OnBatch | None = None,
@@ -98,9 +104,11 @@ class AsyncClient:
         key_for = key_for or random_keys
         summary = SendSummary()
         batch = None
+        limits = {"max_body": self.config.max_body, "max_events": self.config.max_events}
+        batches = (split_lines_async(lines, **limits) if isinstance(lines, AsyncIterable)
+                   else _as_async(split_lines(lines, **limits)))
         try:
-            for batch in split_lines(lines, max_body=self.config.max_body,
-                                     max_events=self.config.max_events):
+            async for batch in batches:
                 receipt = await self._post(domain, batch.body, NDJSON, key_for(batch))
                 summary.add(batch, receipt)
                 if on_batch is not None:
@@ -193,3 +201,8 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _as_async(items: Iterable[Batch]) -> AsyncIterator[Batch]:
+    for item in items:
+        yield item

@@ -5,10 +5,12 @@
 mod common;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{send_batch, send_one, Flavor, Opts};
@@ -18,6 +20,7 @@ use serde_json::{json, Value};
 for_both_clients!(
     stores_single_events_and_10000_event_batches,
     maps_the_real_servers_errors,
+    lost_answers_are_retried_without_duplicates,
 );
 
 const TOKEN: &str = "integration-token";
@@ -256,4 +259,98 @@ fn maps_the_real_servers_errors(flavor: Flavor) {
             || server.stored("aussen").is_empty(),
         "nothing stored by rejected requests"
     );
+}
+
+/// Forwards each request to leitstand, but for the first `lose` requests drops the answer and
+/// closes the connection: the server stored the events, the client never heard back.
+struct LossyProxy {
+    port: u16,
+}
+
+impl LossyProxy {
+    fn start(upstream: u16, lose: usize) -> LossyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        // The accept thread ends with the test process; it only ever talks to loopback.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = relay(client, upstream, seen.fetch_add(1, Ordering::SeqCst) < lose);
+                });
+            }
+        });
+        LossyProxy { port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn relay(client: TcpStream, upstream: u16, lose_answer: bool) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let request = read_message(&mut BufReader::new(client.try_clone()?))?;
+    let mut server = TcpStream::connect(("127.0.0.1", upstream))?;
+    server.set_read_timeout(Some(Duration::from_secs(30)))?;
+    server.write_all(&request)?;
+    let answer = read_message(&mut BufReader::new(server))?;
+    if !lose_answer {
+        let mut client = client;
+        client.write_all(&answer)?;
+    }
+    Ok(()) // dropping `client` closes the connection
+}
+
+/// One HTTP/1.1 message (head and a Content-Length body), as raw bytes.
+fn read_message(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        raw.extend_from_slice(line.as_bytes());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    raw.extend_from_slice(&body);
+    Ok(raw)
+}
+
+fn lost_answers_are_retried_without_duplicates(flavor: Flavor) {
+    let server = Leitstand::start();
+    let opts = Opts {
+        token: TOKEN.to_owned(),
+        ..Opts::default()
+    };
+
+    let proxy = LossyProxy::start(server.port, 2);
+    let event = json!({"event": "door", "status": "open"});
+    let receipt = send_one(flavor, &proxy.url(), &opts, "aussen", &event).unwrap();
+    assert!(receipt.replayed, "the third attempt got the stored answer");
+    assert_eq!(receipt.accepted, 1);
+    assert_stored(&server, "aussen", &[event]);
+
+    // A batch in three requests; the answers to the first two requests are lost.
+    let proxy = LossyProxy::start(server.port, 2);
+    let batch: Vec<Value> = (0..300).map(|n| json!({"event": "tick", "n": n})).collect();
+    let small = Opts {
+        max_events: 100,
+        ..opts.clone()
+    };
+    let receipt = send_batch(flavor, &proxy.url(), &small, "batch.test", &batch).unwrap();
+    assert_eq!((receipt.accepted, receipt.requests), (300, 3));
+    assert!(receipt.replayed);
+    assert_stored(&server, "batch.test", &batch);
 }

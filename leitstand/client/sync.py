@@ -148,9 +148,11 @@ class Client:
         return page_of(response)
 
     def follow(self, domain: str, *, cursor: str | None = None) -> Iterator[tuple[str, bytes]]:
-        """Every line stored in `domain` after `cursor` (from the start if None), then each new
-        one as it is stored, as (cursor after the line, line). Reconnects with the retry policy
-        and resumes where it left off; runs until the caller stops iterating."""
+        """Every line stored in `domain` after `cursor` (without one: only lines stored from now
+        on), as (cursor after the line, line), as they are stored. Reconnects with the retry
+        policy and resumes where it left off; runs until the caller stops iterating.
+        Needs a streaming transport: httpx.ASGITransport buffers whole responses, so it cannot
+        follow the endless stream."""
         if self._bridge is not None:
             stream = self._bridge.follow(domain, cursor=cursor)
             try:

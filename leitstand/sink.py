@@ -371,7 +371,7 @@ def consumer_config(settings: Settings, start: int | None = None) -> api.Consume
         durable_name=settings.nats_consumer,
         deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if start else api.DeliverPolicy.ALL,
         opt_start_seq=start,
-        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_policy=api.AckPolicy.ALL,
         ack_wait=30.0,
         max_deliver=-1,
         max_ack_pending=20_000,
@@ -486,9 +486,12 @@ class Sink:
         if run:
             await self._write(run, stop)
             acks.extend(m for _, _, _, m in run if m is not None)
-        for msg in acks:
+        if acks:
+            # AckPolicy.ALL: acknowledging the highest one acknowledges every message before it,
+            # and everything before `_next` is written (the sink writes in stream order).
+            last = max(acks, key=lambda m: m.metadata.sequence.stream)
             with contextlib.suppress(nats.errors.Error):
-                await msg.ack()
+                await last.ack()
 
     async def _take_run(self, js: JetStreamContext) -> list[tuple[int, str, bytes, Msg | None]]:
         """Pending messages from `_next` on, without holes: a missing sequence is fetched from

@@ -129,6 +129,7 @@ async def test_kills_under_load_every_acknowledged_event_once(topology: Topology
     acked: list[str] = []
     failed: Counter[str] = Counter()
     done = asyncio.Event()
+    sink_kills_under_load = 0
 
     async def producer(c: int, http: httpx.AsyncClient) -> None:
         keyed = c % 2 == 0  # half send an Idempotency-Key and retry like the client library
@@ -151,6 +152,7 @@ async def test_kills_under_load_every_acknowledged_event_once(topology: Topology
                 failed[response.json()["detail"]] += 1
 
     async def chaos() -> None:
+        nonlocal sink_kills_under_load
         total = clients * requests_each * per_request
         await wait_until(lambda: len(acked) > total // 8, 120, "first events")
         leader = await topology.stream_leader()
@@ -159,6 +161,7 @@ async def test_kills_under_load_every_acknowledged_event_once(topology: Topology
             threshold = len(acked) + total // 14
             await wait_until(lambda t=threshold: len(acked) > t or done.is_set(), 120,
                              f"progress before sink kill {round_}")
+            sink_kills_under_load += not done.is_set()
             await asyncio.to_thread(topology.sink.kill9)
             await asyncio.to_thread(topology.sink.start)
             if round_ == 0:
@@ -170,6 +173,7 @@ async def test_kills_under_load_every_acknowledged_event_once(topology: Topology
         done.set()
         await asyncio.wait_for(chaos_task, 180)
 
+    assert sink_kills_under_load >= 3, "the load ended before the sink was killed thrice"
     await topology.wait_sink_caught_up()
     stored = topology.stored()
     doubled = {i: n for i, n in stored.items() if n > 1}
@@ -179,7 +183,8 @@ async def test_kills_under_load_every_acknowledged_event_once(topology: Topology
     assert len(acked) == len(set(acked))
     # The cluster kept a quorum: most requests must have gone through.
     assert len(acked) >= clients * requests_each * per_request // 2, failed
-    print(f"acked {len(acked)} events, stored {len(stored)}, 503s: {dict(failed)}")
+    print(f"acked {len(acked)} events, stored {len(stored)}, 503s: {dict(failed)}, "
+          f"sink kills under load: {sink_kills_under_load}")
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ use std::time::Duration;
 ///
 /// Server answers are mapped by status: `401` → [`Error::Auth`], `413` → [`Error::TooLarge`],
 /// `429` → [`Error::RateLimited`], `5xx` → [`Error::Server`], any other non-2xx →
-/// [`Error::Rejected`] (redirects included). Every variant that comes from an answer carries the server's `detail`.
-/// The messages say what to do about the failure.
+/// [`Error::Rejected`] (redirects included). Every variant that comes from an answer carries
+/// the server's `detail`. The messages say what to do about the failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

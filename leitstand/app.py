@@ -19,6 +19,7 @@ from .accesslog import AccessLog
 from .api import Service, router
 from .config import Settings
 from .errors import LeitstandError
+from .headertimeout import STATE_KEY as HEADER_TIMEOUT_KEY
 from .events import StreamMetrics, StreamOptions
 from .fastpath import IngestFastPath
 from .metrics import Metrics
@@ -50,10 +51,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, float]]:
         log.info("leitstand %s storing in %s (fsync=%s)", __version__,
                  settings.data_dir.resolve(), settings.fsync)
-        yield
+        # The lifespan state reaches uvicorn's connections: leitstand.headertimeout reads it.
+        yield {HEADER_TIMEOUT_KEY: settings.header_timeout}
         await store.close()
 
     app = FastAPI(

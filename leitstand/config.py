@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     lock_timeout: float = Field(default=30.0, gt=0)
     # A client that has not sent its whole body after this long gets 408 (slow-body clients).
     body_timeout: float = Field(default=30.0, gt=0)
+    # A connection that has not sent a complete request head after this long gets 408 and is
+    # closed; needs `--http leitstand.headertimeout:HeaderTimeoutProtocol` (slow-header clients).
+    header_timeout: float = Field(default=10.0, gt=0)
     rate_limit: str = "60/minute"
     fsync: Literal["always", "off"] = "always"
     idempotency_window: float = Field(default=86_400.0, gt=0)

@@ -34,6 +34,7 @@ class ServerProcess:
         env: dict[str, str | None] | None = None,  # a None value unsets that variable
         port: int | None = None,
         log_path: Path | None = None,
+        args: list[str] | None = None,  # extra uvicorn options
     ) -> None:
         self.data_dir = data_dir
         self.token = token
@@ -43,6 +44,7 @@ class ServerProcess:
         self.log_path = log_path or data_dir.parent / f"server-{self.port}.log"
         # Another working directory (its `.env` is read); the app is still imported from ROOT.
         self.cwd = cwd
+        self.args = list(args or [])
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +70,7 @@ class ServerProcess:
             cmd += ["--workers", str(self.workers)]
         if self.cwd is not None:
             cmd += ["--app-dir", str(ROOT)]
+        cmd += self.args
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=self.cwd or ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -392,3 +392,95 @@ def test_log_injection_cannot_forge_or_break_a_line(srv: ServerProcess) -> None:
             assert "leitstand.access request_id=" in line, line
     assert "\\x0d\\x0a2026-01-01" in text
     assert "\\u2028FORGED\\x85FORGED" in text
+
+
+# -- slow headers: the head deadline of leitstand.headertimeout ----------------------------------
+HEADER_TIMEOUT = 1.5
+GUARDED = ["--http", "leitstand.headertimeout:HeaderTimeoutProtocol"]
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The server as the README recommends it on an open network: with the head deadline."""
+    proc = ServerProcess(tmp_path_factory.mktemp("guarded") / "data", token=TOKEN,
+                         env={"LEITSTAND_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+                              "LEITSTAND_BODY_TIMEOUT": str(HEADER_TIMEOUT * 4)},
+                         args=GUARDED)
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+def assert_cut_off_with_408(conn: Conn, started: float) -> None:
+    status, headers, body = conn.response()
+    assert status == 408, body
+    assert "LEITSTAND_HEADER_TIMEOUT" in orjson.loads(body)["detail"]
+    assert headers["connection"] == "close"
+    assert time.monotonic() - started >= HEADER_TIMEOUT * 0.9
+    assert conn.closed_by_server()
+
+
+def test_connection_that_sends_nothing_is_closed_after_the_head_deadline(
+    guarded: ServerProcess,
+) -> None:
+    conn = Conn(guarded.port)
+    try:
+        assert_cut_off_with_408(conn, time.monotonic())
+    finally:
+        conn.close()
+
+
+def test_slowloris_head_is_cut_off_even_while_bytes_keep_coming(guarded: ServerProcess) -> None:
+    """One header byte every 0.2 s: each byte would reset an idle timer, not this deadline."""
+    conn = Conn(guarded.port)
+    started = time.monotonic()
+    head_bytes = head("/v1/ingest?domain=slowloris", length=7)
+    try:
+        for n, byte in enumerate(head_bytes):
+            try:
+                conn.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if time.monotonic() - started > HEADER_TIMEOUT + 5:
+                raise AssertionError(f"still open after {n} bytes")
+            time.sleep(0.2)  # pacing the attack, not synchronisation
+        assert_cut_off_with_408(conn, started)
+    finally:
+        conn.close()
+    assert stored(guarded, "slowloris") == []
+
+
+def test_second_request_on_a_keep_alive_connection_has_its_own_head_deadline(
+    guarded: ServerProcess,
+) -> None:
+    conn = Conn(guarded.port)
+    try:
+        conn.send(head("/v1/ingest?domain=keepalive", length=7) + b'{"a":1}')
+        assert conn.response()[0] == 202
+        started = time.monotonic()
+        conn.send(b"POST /v1/ingest?domain=keepalive HTTP/1.1\r\nHost: x\r\n")  # and no more
+        assert_cut_off_with_408(conn, started)
+    finally:
+        conn.close()
+    assert stored(guarded, "keepalive") == [{"a": 1, "domain": "keepalive"}]
+
+
+def test_guarded_server_serves_normal_and_slow_body_requests(guarded: ServerProcess) -> None:
+    """The head deadline does not cut a request whose head is complete: a body that takes longer
+    than the head deadline (but less than the body deadline) is still stored."""
+    conn = Conn(guarded.port)
+    try:
+        conn.send(head("/v1/ingest?domain=guarded", length=8) + b'{"n":')
+        time.sleep(HEADER_TIMEOUT + 0.5)  # the condition under test: past the head deadline
+        conn.send(b'-1}')
+        assert conn.response()[0] == 202
+    finally:
+        conn.close()
+    with httpx.Client(base_url=guarded.url, timeout=DEADLINE) as client:
+        for n in range(3):  # keep-alive: several requests on one connection
+            response = client.post("/v1/ingest?domain=guarded", json={"n": n},
+                                   headers={"X-Auth": TOKEN})
+            assert response.status_code == 202
+    assert [e["n"] for e in stored(guarded, "guarded")] == [-1, 0, 1, 2]
+    assert_server_healthy(guarded)

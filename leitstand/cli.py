@@ -217,10 +217,11 @@ def send_stream(
     key_for: Callable[[Batch], str] | None,
 ) -> int:
     started = time.monotonic()
-    show = args.progress
-    if show is None:
+    show, delay = args.progress, 0.0
+    if show is None:  # a terminal and a large input; of unknown size: once it takes a while
         show = sys.stderr.isatty() and (total is None or total >= PROGRESS_FROM)
-    bar = make_progress(total, enabled=show)
+        delay = 1.0 if total is None else 0.0
+    bar = make_progress(total, enabled=show, delay=delay)
 
     def on_batch(batch: Batch, receipt: Receipt) -> None:
         bar.update(batch.events)
@@ -235,11 +236,11 @@ def send_stream(
     return 0
 
 
-def make_progress(total: int | None, *, enabled: bool) -> Any:
+def make_progress(total: int | None, *, enabled: bool, delay: float) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit=" events", unit_scale=True, file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True)
+                disable=not enabled, dynamic_ncols=True, delay=delay)
 
 
 def summary_line(summary: SendSummary, domain: str, seconds: float | None) -> str:

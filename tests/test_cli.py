@@ -292,3 +292,44 @@ def test_tail_follow_prints_new_events(server: ServerProcess) -> None:
             proc.stdout.close()
     assert seen == [1, 2, 3, 4, 5]
     assert proc.returncode == 130
+
+
+def _stderr_on_a_terminal(args: list[str], env: dict[str, str]) -> str:
+    """Run the command with stderr on a pseudo-terminal; return what it wrote there."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    try:
+        proc = subprocess.run([str(LEITSTAND), *args], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=slave, timeout=120)
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        if slave != -1:
+            os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_only_for_large_inputs_on_a_terminal(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    env = cli_env(server.url)
+    large = ndjson_file(tmp_path / "large.ndjson", 10_000)
+    small = ndjson_file(tmp_path / "small.ndjson", 10)
+    assert "10.0k/10.0k" in _stderr_on_a_terminal(["send", "bar", "--file", str(large)], env)
+    assert _stderr_on_a_terminal(["send", "bar", "--file", str(small)], env) == ""

@@ -19,9 +19,9 @@ from .accesslog import AccessLog
 from .api import Service, router
 from .config import Settings
 from .errors import LeitstandError
-from .headertimeout import STATE_KEY as HEADER_TIMEOUT_KEY
 from .events import StreamMetrics, StreamOptions
 from .fastpath import IngestFastPath
+from .headertimeout import STATE_KEY as HEADER_TIMEOUT_KEY
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .read_api import ReadSide

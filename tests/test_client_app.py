@@ -4,6 +4,8 @@ process (`uvicorn app:app`). What the server stores is read back from its JSONL 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -225,3 +227,34 @@ def test_read_back_through_the_read_api(server: ServerProcess) -> None:
     assert [orjson.loads(line)["n"] for line in first.lines] == [0, 1]
     assert followed == list(range(2, 250))
     assert [d["domain"] for d in domains] == ["aussen"] and domains[0]["events"] == 250
+
+
+def test_retries_reach_a_server_that_comes_back(tmp_path: Path) -> None:
+    """Connection refused while the server is down; the retries get through once it is back."""
+    server = ServerProcess(tmp_path / "data", token=TOKEN)
+    outcome: dict[str, Any] = {}
+    first_attempt = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        first_attempt.set()
+        time.sleep(min(seconds, 0.2))
+
+    def send() -> None:
+        try:
+            with Client(server.url, TOKEN, retries=200, backoff=0.05, sleep=sleep) as client:
+                outcome["receipt"] = client.send("aussen", {"event": "late"})
+        except Exception as exc:  # reported by the assertions below
+            outcome["error"] = exc
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        assert first_attempt.wait(timeout=30), "the client never failed a first attempt"
+        server.start()
+        sender.join(timeout=60)
+    finally:
+        server.stop()
+    assert not sender.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["receipt"].attempts > 1
+    assert stored(server.data_dir, "aussen") == [{"event": "late", "domain": "aussen"}]

@@ -114,6 +114,8 @@ def test_readme_env_table_matches_the_client_defaults() -> None:
         "LEITSTAND_RETRIES": str(defaults.retries), "LEITSTAND_BACKOFF": f"{defaults.backoff:g}",
         "LEITSTAND_MAX_BODY": str(defaults.max_body),
         "LEITSTAND_MAX_EVENTS": str(defaults.max_events),
+        "LEITSTAND_MAX_BACKOFF": f"{defaults.max_backoff:g}",
+        "LEITSTAND_MAX_RETRY_AFTER": f"{defaults.max_retry_after:g}",
     }
     for name, value in rows.items():
         assert f"| `{name}`" in section and f"`{value}`" in section.split(f"| `{name}`")[1].split(

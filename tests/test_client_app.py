@@ -128,7 +128,7 @@ async def test_server_errors_reach_the_caller_with_status_and_detail(
 async def test_rate_limit_of_the_real_app_is_waited_out(
     make_client: Callable[..., httpx.AsyncClient], data_dir: Path
 ) -> None:
-    http = make_client(rate_limit="2/second")
+    http = make_client(rate_limit="2/2second")
     async with app_client(http) as client:
         receipts = [await client.send("aussen", {"n": i}) for i in range(4)]
     assert sum(r.attempts for r in receipts) > 4  # some answers were 429 + Retry-After

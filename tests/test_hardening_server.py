@@ -4,6 +4,7 @@ the token in logs. Every wait has a deadline; every server is stopped by its PID
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -396,7 +397,8 @@ def test_log_injection_cannot_forge_or_break_a_line(srv: ServerProcess) -> None:
 
 # -- slow headers: the head deadline of leitstand.headertimeout ----------------------------------
 HEADER_TIMEOUT = 1.5
-GUARDED = ["--http", "leitstand.headertimeout:HeaderTimeoutProtocol"]
+# the uvicorn options the README recommends on an open network
+GUARDED = ["--http", "leitstand.headertimeout:HeaderTimeoutProtocol", "--no-proxy-headers"]
 
 
 @pytest.fixture(scope="module")
@@ -404,7 +406,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     """The server as the README recommends it on an open network: with the head deadline."""
     proc = ServerProcess(tmp_path_factory.mktemp("guarded") / "data", token=TOKEN,
                          env={"LEITSTAND_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-                              "LEITSTAND_BODY_TIMEOUT": str(HEADER_TIMEOUT * 4)},
+                              "LEITSTAND_BODY_TIMEOUT": str(HEADER_TIMEOUT * 4),
+                              "LEITSTAND_RATE_LIMIT": "100000/hour"},
                          args=GUARDED)
     try:
         yield proc.start()
@@ -484,3 +487,45 @@ def test_guarded_server_serves_normal_and_slow_body_requests(guarded: ServerProc
             assert response.status_code == 202
     assert [e["n"] for e in stored(guarded, "guarded")] == [-1, 0, 1, 2]
     assert_server_healthy(guarded)
+
+
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        (b"X-Big: " + b"a" * 65536 + b"\r\n", 431),
+        (b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 60) for i in range(1100)), 431),
+        (b"X-Big: " + b"a" * (8 << 20) + b"\r\n", 431),  # 8 MiB: refused long before the end
+        (b"X-Fits: " + b"a" * 60000 + b"\r\n", 202),
+    ],
+    ids=["one-64k-header", "1100-headers", "8MiB-header", "60k-header-fits"],
+)
+def test_guarded_server_refuses_heads_over_64k_with_431(guarded: ServerProcess, extra, status
+                                                        ) -> None:
+    conn = Conn(guarded.port)
+    try:
+        # the server may close while we are still sending: its answer is waiting anyway
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.send(head("/v1/ingest?domain=bighead", length=7, extra=extra) + b'{"a":1}')
+        got, _, body = conn.response()
+        assert got == status, body
+        if status == 431:
+            assert b"larger than 65536 bytes" in body
+            assert conn.closed_by_server()
+    finally:
+        conn.close()
+    assert_server_healthy(guarded)
+
+
+def test_spoofed_forwarded_for_from_loopback_is_ignored(guarded: ServerProcess) -> None:
+    """uvicorn's own proxy-header handling trusts X-Forwarded-For from 127.0.0.1 by default;
+    with --no-proxy-headers only LEITSTAND_TRUSTED_PROXIES (empty here) decides: a fresh
+    X-Forwarded-For per request does not buy a fresh rate-limit budget."""
+    with httpx.Client(base_url=guarded.url, timeout=DEADLINE) as client:
+        left = []
+        for n in range(4):
+            response = client.post("/v1/ingest?domain=spoof", json={"n": n}, headers={
+                "X-Auth": TOKEN, "X-Forwarded-For": f"198.51.100.{n}"})
+            assert response.status_code == 202
+            left.append(int(response.headers["x-ratelimit-remaining"]))
+    assert left == sorted(left, reverse=True) and len(set(left)) == 4, left
+    assert "client=198.51.100" not in guarded.log()

@@ -4,9 +4,9 @@ process, scrape a metric."""
 from __future__ import annotations
 
 import re
+import select
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,9 +45,11 @@ def lock_held_by_another_process(path: Path, timeout: float = 20.0) -> Iterator[
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = proc.stdout.readline()  # the holder prints once it has the lock
-        assert line.strip() == b"locked" and time.monotonic() < deadline, line
+        # The holder prints once it has the lock.
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        assert ready, f"the other process did not get the lock within {timeout}s"
+        line = proc.stdout.readline()
+        assert line.strip() == b"locked", line
         yield proc
     finally:
         if proc.poll() is None:

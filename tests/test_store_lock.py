@@ -78,3 +78,26 @@ async def test_lock_released_before_timeout_request_succeeds_in_process(
     response = await asyncio.wait_for(request, timeout=20)
     assert response.status_code == 202
     assert [e["n"] for e in stored_events(path)] == [0, 1]
+
+
+@pytest.mark.anyio
+async def test_a_wait_that_outlived_its_request_lets_go_of_the_lock(
+    make_client, data_dir: Path
+) -> None:
+    """The 503'd request's lock wait ends when the holder lets go; with nobody left to serve it
+    must release the lock at once, so that an outside tool can take it again."""
+    client = make_client(lock_timeout=0.3)
+    assert (await client.post("/v1/ingest?domain=w", json={"n": 0})).status_code == 202
+    path = data_dir / "w.jsonl"
+    with lock_held_by_another_process(path):
+        answer = await client.post("/v1/ingest?domain=w", json={"n": 1})
+        assert answer.status_code == 503
+    # The leftover wait has the lock for a moment at most: a second outside holder gets it
+    # (taken from a thread, so that this event loop can run the release meanwhile).
+    def take_and_release() -> None:
+        with lock_held_by_another_process(path, timeout=10):
+            pass
+
+    await asyncio.to_thread(take_and_release)
+    assert (await client.post("/v1/ingest?domain=w", json={"n": 2})).status_code == 202
+    assert [e["n"] for e in stored_events(path)] == [0, 2]

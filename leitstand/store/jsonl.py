@@ -7,17 +7,20 @@ before it answers, cuts a group or line torn by a crash into a quarantine file, 
 a symlink.
 
 Per domain, one `DomainWriter` collects the requests that arrive while a commit is running and
-writes them with one `write()` and one `fdatasync()` — the next group commit. Lock waits are
-polled from the event loop (no thread parked), file I/O runs in a thread pool, so a slow or locked
-domain never holds up another one.
+writes them with one `write()` and one `fdatasync()` — the next group commit. A contended lock is
+waited for in a thread of its own (never the event loop, never the I/O pool), file I/O runs in a
+thread pool, so a slow or locked domain never holds up another one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,8 +36,6 @@ from .domainfile import DATA_SUFFIX, HELPER_DIR, DomainFile, Outcome, StoreOptio
 from .reader import DomainStats, read_batch
 
 log = logging.getLogger("leitstand.store")
-
-_POLL_FIRST, _POLL_MAX = 0.001, 0.025
 
 __all__ = ["DomainWriter", "JsonlStore", "StoreOptions"]
 
@@ -128,6 +129,8 @@ class DomainWriter:
         self._options = options
         self._pending: list[_Request] = []
         self._running: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # a blocking flock in progress
+        self._wanted = False  # a group is waiting for `_waiter`
         # key → (fingerprint, future) of requests of this process not yet answered
         self._in_flight: dict[str, tuple[str, asyncio.Future[AppendResult]]] = {}
 
@@ -202,18 +205,70 @@ class DomainWriter:
                 request.future.set_result(outcome)
 
     async def _lock(self, group: list[_Request]) -> None:
-        """Take the data file's flock, polling without blocking the loop, until the oldest
-        request of the group has waited `lock_timeout`."""
+        """Take the data file's flock before the oldest request of the group has waited
+        `lock_timeout`. Uncontended: one non-blocking call. Contended: a blocking flock in a
+        thread of its own (the kernel wakes it when the holder lets go, so a busy writer in
+        another process cannot starve it), awaited with the deadline; a wait that outlives its
+        group serves the next group, or lets go of the lock if there is none."""
         started = time.monotonic()
         deadline = min(r.arrived for r in group) + self._options.lock_timeout
-        delay = _POLL_FIRST
-        while not self._file.try_lock():
-            if time.monotonic() >= deadline:
-                self._metrics.lock_wait_seconds.observe(time.monotonic() - started)
-                raise LockTimeout("lock timeout", headers={"Retry-After": self._retry_after()})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
-        self._metrics.lock_wait_seconds.observe(time.monotonic() - started)
+        try:
+            if self._waiter is None:
+                if self._file.try_lock():
+                    return
+                self._waiter = self._start_waiter()
+            waiter = self._waiter
+            self._wanted = True
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter),
+                                       max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                if not waiter.done():
+                    raise LockTimeout(
+                        "lock timeout", headers={"Retry-After": self._retry_after()}
+                    ) from None
+            finally:
+                self._wanted = False
+            self._waiter = None
+            waiter.result()  # the flock's OSError, if any
+        finally:
+            self._metrics.lock_wait_seconds.observe(time.monotonic() - started)
+
+    def _start_waiter(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        future.add_done_callback(self._on_waiter_done)
+        fd = self._file.fd
+        assert fd is not None
+
+        def wait() -> None:
+            error: OSError | None = None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                error = exc
+
+            def settle() -> None:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(None)
+
+            with contextlib.suppress(RuntimeError):  # the loop is gone: shutting down
+                loop.call_soon_threadsafe(settle)
+
+        threading.Thread(target=wait, name=f"leitstand-lock-{self._file.name}",
+                         daemon=True).start()
+        return future
+
+    def _on_waiter_done(self, future: asyncio.Future[None]) -> None:
+        """Runs before the waiting group resumes: if no group wants the lock any more (they
+        all timed out), let go of it at once."""
+        if self._wanted:
+            return
+        self._waiter = None
+        if not future.cancelled() and future.exception() is None:
+            self._file.unlock()
 
     def _retry_after(self) -> str:
         return str(max(1, min(int(self._options.lock_timeout), 30)))

@@ -529,3 +529,20 @@ def test_spoofed_forwarded_for_from_loopback_is_ignored(guarded: ServerProcess) 
             left.append(int(response.headers["x-ratelimit-remaining"]))
     assert left == sorted(left, reverse=True) and len(set(left)) == 4, left
     assert "client=198.51.100" not in guarded.log()
+
+
+def test_many_idle_connections_do_not_block_others_and_are_closed(guarded: ServerProcess) -> None:
+    """300 connections that send nothing: a normal request is still served, and the head
+    deadline closes every idle one (so they cannot pile up until the process runs out of fds)."""
+    idle = [Conn(guarded.port) for _ in range(300)]
+    try:
+        response = httpx.post(f"{guarded.url}/v1/ingest?domain=idle", json={"ok": True},
+                              headers={"X-Auth": TOKEN}, timeout=DEADLINE)
+        assert response.status_code == 202
+        for conn in idle:
+            assert conn.response()[0] == 408
+            assert conn.closed_by_server()
+    finally:
+        for conn in idle:
+            conn.close()
+    assert_server_healthy(guarded)

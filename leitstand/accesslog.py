@@ -28,6 +28,34 @@ def clean(value: object, limit: int = 512) -> str:
                        else f"\\u{ord(m.group()):04x}", text)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                        else f"\\u{ord(m.group()):04x}", text)
+
+
+class SafeFormatter(logging.Formatter):
+    """No value a client sent can split a log line or forge one, whichever logger writes it:
+    control characters (CR, LF, ESC, ...) in messages are escaped, and traceback lines are
+    indented, so that none of them can pass for a record of its own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _indent(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indent(super().formatStack(stack_info))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + _escape_controls(line) for line in text.split("\n"))
+
+
 def request_id_from(raw: bytes | None) -> str:
     """The client's `X-Request-ID` if it is a sane token, else a fresh one."""
     if raw:

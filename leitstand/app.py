@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from . import __version__
-from .accesslog import AccessLog
+from .accesslog import AccessLog, SafeFormatter
 from .api import Service, router
 from .config import Settings
 from .errors import LeitstandError
@@ -175,6 +175,6 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False

@@ -139,3 +139,41 @@ async def test_log_level_info_writes_access_lines(make_client, access_lines) -> 
     client = make_client(log_level="info")
     await client.get("/health")
     assert len(access_lines) == 1
+
+
+def test_every_leitstand_log_line_is_safe() -> None:
+    """Not only the access log: any leitstand logger escapes what a client could have sent."""
+    import io
+
+    from leitstand.accesslog import SafeFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter("%(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("leitstand.test-safe")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("bad path %s", "/x\r\nINFO leitstand.access request_id=forged\x1b[2J\u2028")
+        try:
+            raise ValueError("boom\nINFO leitstand.access request_id=forged-too")
+        except ValueError:
+            logger.exception("failed on %s", "/y\n")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ("ERROR leitstand.test-safe bad path /x\\x0d\\x0aINFO leitstand.access "
+                        "request_id=forged\\x1b[2J\\u2028")
+    assert lines[1] == "ERROR leitstand.test-safe failed on /y\\x0a"
+    assert all(line.startswith("    ") for line in lines[2:]), lines
+    assert any("forged-too" in line for line in lines[2:])
+    assert not any(line.startswith("INFO") for line in lines)
+
+
+async def test_the_service_logs_through_the_safe_formatter(client) -> None:
+    from leitstand.accesslog import SafeFormatter
+
+    # The service's own handler (pytest adds its capture handlers next to it).
+    handlers = [h for h in logging.getLogger("leitstand").handlers
+                if type(h) is logging.StreamHandler]
+    assert handlers and all(isinstance(h.formatter, SafeFormatter) for h in handlers)

@@ -307,6 +307,7 @@ def test_send_many_failure_reports_what_was_stored() -> None:
     with make(script, max_events=10) as client, pytest.raises(RejectedError) as caught:
         client.send_many("aussen", [{"n": i} for i in range(30)])
     assert caught.value.accepted == 10 and len(script.requests) == 2
+    assert (caught.value.batch.first_line, caught.value.batch.events) == (11, 10)
 
 
 def test_batches_are_deterministic_with_offsets_and_line_numbers() -> None:

@@ -103,13 +103,16 @@ class AsyncClient:
         """Like `send_many`, for NDJSON lines already encoded (the server validates them)."""
         key_for = key_for or random_keys
         summary = SendSummary()
-        batch = None
         limits = {"max_body": self.config.max_body, "max_events": self.config.max_events}
         batches = (split_lines_async(lines, **limits) if isinstance(lines, AsyncIterable)
                    else _as_async(split_lines(lines, **limits)))
         try:
             async for batch in batches:
-                receipt = await self._post(domain, batch.body, NDJSON, key_for(batch))
+                try:
+                    receipt = await self._post(domain, batch.body, NDJSON, key_for(batch))
+                except IngestError as exc:
+                    exc.batch = batch
+                    raise
                 summary.add(batch, receipt)
                 if on_batch is not None:
                     result = on_batch(batch, receipt)
@@ -117,8 +120,6 @@ class AsyncClient:
                         await result
         except IngestError as exc:
             exc.accepted = summary.events
-            if exc.status is not None:  # the server refused this batch
-                exc.batch = batch
             raise
         return summary
 

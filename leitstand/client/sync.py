@@ -119,18 +119,19 @@ class Client:
                                                           on_batch=on_batch))
         key_for = key_for or random_keys
         summary = SendSummary()
-        batch = None
         try:
             for batch in split_lines(lines, max_body=self.config.max_body,
                                      max_events=self.config.max_events):
-                receipt = self._post(domain, batch.body, NDJSON, key_for(batch))
+                try:
+                    receipt = self._post(domain, batch.body, NDJSON, key_for(batch))
+                except IngestError as exc:
+                    exc.batch = batch
+                    raise
                 summary.add(batch, receipt)
                 if on_batch is not None:
                     on_batch(batch, receipt)
         except IngestError as exc:
             exc.accepted = summary.events
-            if exc.status is not None:  # the server refused this batch
-                exc.batch = batch
             raise
         return summary
 

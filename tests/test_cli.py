@@ -333,3 +333,46 @@ def test_progress_bar_only_for_large_inputs_on_a_terminal(
     small = ndjson_file(tmp_path / "small.ndjson", 10)
     assert "10.0k/10.0k" in _stderr_on_a_terminal(["send", "bar", "--file", str(large)], env)
     assert _stderr_on_a_terminal(["send", "bar", "--file", str(small)], env) == ""
+
+
+def test_send_file_survives_a_server_crash_and_a_re_run(tmp_path: Path) -> None:
+    """The server is SIGKILLed mid-send: the command fails (exit 1, one line); after the restart
+    the same command completes the file, and it holds every line exactly once."""
+    path = ndjson_file(tmp_path / "events.ndjson", 100_000)
+    data_dir = tmp_path / "data"
+    first = ServerProcess(data_dir, token=TOKEN)
+    args = [str(LEITSTAND), "send", "crash", "--file", str(path), "--batch-events", "500",
+            "--retries", "0"]
+    try:
+        first.start()
+        proc = subprocess.Popen(args, env=cli_env(first.url), cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            data = data_dir / "crash.jsonl"
+            while proc.poll() is None and time.monotonic() < deadline:
+                if data.exists() and data.stat().st_size >= 1_500_000:
+                    break
+                time.sleep(0.005)
+            first.kill9()
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+    finally:
+        first.stop()
+    assert proc.returncode == 1, err
+    message = err.decode()
+    assert message.startswith("leitstand: no answer") and message.count("\n") == 1
+    assert "re-run the same command to send the rest" in message
+
+    second = ServerProcess(data_dir, token=TOKEN)
+    try:
+        second.start()
+        again = run(args[1:], cli_env(second.url))
+    finally:
+        second.stop()
+    assert again.returncode == 0, again.stderr
+    assert "already stored by an earlier run" in again.stdout
+    assert [e["n"] for e in stored(data_dir, "crash")] == list(range(100_000))

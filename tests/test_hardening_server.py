@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from .conftest import TOKEN
-from .server import ServerProcess
+from .server import ROOT, ServerProcess
 
 DEADLINE = 20.0  # no single exchange may take longer than this (a hang fails the test)
 BODY_TIMEOUT = 1.5  # LEITSTAND_BODY_TIMEOUT for the servers of this module
@@ -546,3 +546,14 @@ def test_many_idle_connections_do_not_block_others_and_are_closed(guarded: Serve
         for conn in idle:
             conn.close()
     assert_server_healthy(guarded)
+
+
+def test_readme_recommends_the_options_these_tests_run_with() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    recommended = [b for b in blocks if "leitstand.headertimeout:HeaderTimeoutProtocol" in b]
+    assert recommended, "README.md has no bash block with the recommended uvicorn options"
+    words = recommended[0].replace("\\\n", " ").split()
+    for option in GUARDED:
+        assert option in words, option
+    assert (ROOT / "SECURITY.md").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from leitstand.metrics import Metrics
-from leitstand.store import JsonlStore, StoreOptions
+from leitstand.store import Idempotency, JsonlStore, StoreOptions
 
 from .store_checks import metric, stored_events
 
@@ -96,3 +96,20 @@ async def test_a_new_file_is_created_0600_and_the_next_start_reuses_it(tmp_path:
     finally:
         await store.close()
     assert (data / "new.jsonl").read_bytes() == b'{"n":1}\n{"n":2}\n'
+
+
+async def test_open_files_stay_bounded_with_many_domains(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = JsonlStore(data, Metrics(), StoreOptions(max_open_domains=8, fsync=False))
+    line = [b'{"n":1}\n']
+    try:
+        fds_before = len(os.listdir("/proc/self/fd"))
+        await store.append("d0", line, Idempotency.for_lines("k", line))
+        for n in range(1, 60):
+            await store.append(f"d{n}", line, Idempotency.for_lines("k", line))
+        assert len(os.listdir("/proc/self/fd")) - fds_before <= 2 * 8
+        # d0 was closed long ago: reopened, its intent log read again, the key still known.
+        assert (await store.append("d0", line, Idempotency.for_lines("k", line))).replayed
+    finally:
+        await store.close()
+    assert all((data / f"d{n}.jsonl").read_bytes() == line[0] for n in range(60))

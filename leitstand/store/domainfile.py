@@ -42,6 +42,8 @@ class StoreOptions:
     idempotency_window: float = 86_400.0
     idempotency_max_keys: int = 100_000
     io_threads: int = 16
+    # Domains whose files stay open (2 descriptors each); idle ones beyond are closed.
+    max_open_domains: int = 128
 
 
 Outcome = AppendResult | LeitstandError

@@ -63,13 +63,24 @@ class JsonlStore:
         self._stats = DomainStats(self._dir_fd)
 
     def writer(self, domain: str) -> DomainWriter:
-        writer = self._writers.get(domain)
+        writer = self._writers.pop(domain, None)
         if writer is None:
+            self._close_idle_writers(self._options.max_open_domains - 1)
             file = DomainFile(file_stem(domain), self._dir_fd, self._helper_fd, self._metrics,
                               self._options, label=domain)
             writer = DomainWriter(file, self._pool, self._metrics, self._options)
-            self._writers[domain] = writer
+        self._writers[domain] = writer  # the most recently used last
         return writer
+
+    def _close_idle_writers(self, keep: int) -> None:
+        """Bound open files and remembered keys: close the least recently used idle writers
+        (their files and intent logs are opened and read again when next needed)."""
+        for domain, writer in list(self._writers.items()):
+            if len(self._writers) <= keep:
+                return
+            if writer.idle():
+                del self._writers[domain]
+                writer.close_now()
 
     async def append(
         self, domain: str, lines: list[bytes], idempotency: Idempotency | None = None
@@ -159,6 +170,16 @@ class DomainWriter:
         if self._running is None or self._running.done():
             self._running = loop.create_task(self._drain())
         return await asyncio.shield(request.future)
+
+    def idle(self) -> bool:
+        """Nothing queued, running, waiting for the lock, or in flight."""
+        return (not self._pending and not self._in_flight and self._waiter is None
+                and (self._running is None or self._running.done()))
+
+    def close_now(self) -> None:
+        """Close the files of an idle writer (fast: no fsync, nothing pending)."""
+        assert self.idle()
+        self._file.close_all()
 
     async def close(self) -> None:
         if self._running is not None:

@@ -155,3 +155,17 @@ def test_openapi_module_prints_the_document(tmp_path) -> None:
     printed = yaml.safe_load(out.stdout)
     assert printed == yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
     assert not (tmp_path / "data").exists()  # it touched no data dir of its own
+
+
+async def test_every_protected_operation_documents_auth_and_rate_limit(served) -> None:
+    protected = [(path, method, op) for path, ops in served["paths"].items()
+                 for method, op in ops.items() if op.get("security")]
+    assert len(protected) >= 2
+    for path, method, op in protected:
+        responses = op["responses"]
+        assert "401" in responses and "429" in responses, (path, method)
+        assert "Retry-After" in responses["429"]["headers"], (path, method)
+        success = [s for s in responses if s.startswith("2")]
+        assert success, (path, method)
+        for status in [*success, "401", "429"]:
+            assert set(responses[status]["headers"]) >= RATE_HEADERS, (path, method, status)

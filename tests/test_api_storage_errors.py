@@ -23,26 +23,31 @@ pytestmark = pytest.mark.anyio
 
 async def test_lock_timeout_is_503_while_other_domains_and_the_loop_go_on(make_client,
                                                                           data_dir) -> None:
-    client = make_client(lock_timeout=1.0, rate_limit="100/minute")
+    client = make_client(lock_timeout=3.0, rate_limit="100/minute")
     assert (await client.post("/v1/ingest?domain=aussen", json={"n": 1})).status_code == 202
     fd = os.open(data_dir / "aussen.jsonl", os.O_RDWR)
+    loop = asyncio.get_running_loop()
+    finished: dict[str, float] = {}
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another descriptor, as an outside tool would hold it
         blocked = asyncio.ensure_future(
             client.post("/ingest/aussen", json={"n": 2}, headers={"X-Request-ID": "blocked"}))
+        blocked.add_done_callback(lambda _: finished.setdefault("blocked", loop.time()))
         await asyncio.sleep(0)
         # While that request waits for the lock, the same event loop serves everything else.
-        for i in range(5):
+        for i in range(3):
             other = await client.post("/v1/ingest?domain=innen", json={"i": i})
             assert other.status_code == 202
-            assert (await client.get("/health")).status_code == 200
-        assert not blocked.done()
+        assert (await client.get("/health")).status_code == 200
+        finished["others"] = loop.time()
         answer = await asyncio.wait_for(blocked, timeout=30)
     finally:
         os.close(fd)
+    # Had the lock wait blocked the loop, the others would have come only after the timeout.
+    assert finished["others"] < finished["blocked"]
     assert answer.status_code == 503
     assert answer.json() == {"detail": "lock timeout"}
-    assert answer.headers["Retry-After"] == "1"
+    assert answer.headers["Retry-After"] == "3"
     assert answer.headers["X-RateLimit-Limit"] == "100"
     assert answer.headers["Deprecation"]  # the legacy route says so on errors too
     assert answer.headers["X-Request-ID"] == "blocked"

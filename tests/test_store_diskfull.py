@@ -143,3 +143,54 @@ def test_file_size_limit_gives_507_and_truncates(tmp_path: Path) -> None:
     assert lines[0].startswith("507 ") and "file size limit" in lines[0], lines
     assert lines[1] == "size True"
     assert lines[2] == "after " + repr(b'{"n":0}\n{"n":2}\n'), lines
+
+
+@contextmanager
+def ext4_on_a_device_that_fails_writeback(where: Path) -> Iterator[tuple[Path, Path]]:
+    """An ext4 file system on a loop device whose backing file lives on a 6 MiB tmpfs. Once
+    that tmpfs is full, `write()` still succeeds (into the page cache) but writeback, and so
+    `fdatasync`, fails; ext4 then aborts its journal. Yields (mount point, backing dir)."""
+    backing, mountpoint = where / "backing", where / "ext4"
+    mountpoint.mkdir(parents=True)
+    with tiny_filesystem(backing, size="6m"):
+        image = backing / "disk.img"
+        os.truncate(image, 0) if image.exists() else image.touch()
+        os.truncate(image, 32 * 1024 * 1024)
+        steps = [["mkfs.ext4", "-q", "-F", str(image)],
+                 ["losetup", "-f", "--show", str(image)]]
+        done = [subprocess.run(steps[0], capture_output=True, text=True, timeout=60,
+                               check=False)]
+        if done[0].returncode == 0:
+            done.append(subprocess.run(steps[1], capture_output=True, text=True, timeout=30,
+                                       check=False))
+        if any(d.returncode != 0 for d in done):
+            pytest.skip(f"no ext4 on a loop device here: {done[-1].stderr.strip()}")
+        device = done[1].stdout.strip()
+        try:
+            mounted = subprocess.run(["mount", device, str(mountpoint)], capture_output=True,
+                                     text=True, timeout=30, check=False)
+            if mounted.returncode != 0:
+                pytest.skip(f"cannot mount ext4 from {device}: {mounted.stderr.strip()}")
+            try:
+                yield mountpoint, backing
+            finally:
+                subprocess.run(["umount", str(mountpoint)], check=True, timeout=60)
+        finally:
+            subprocess.run(["losetup", "-d", device], check=True, timeout=30)
+
+
+@pytest.mark.slow
+def test_failed_fdatasync_is_never_acknowledged(tmp_path: Path) -> None:
+    with ext4_on_a_device_that_fails_writeback(tmp_path / "dev") as (fs, backing):
+        server = ServerProcess(fs / "data", token=TOKEN, log_path=tmp_path / "server.log")
+        try:
+            server.start()
+            with httpx.Client(base_url=server.url, headers={"X-Auth": TOKEN}, timeout=30) as http:
+                assert _post(http, _ndjson(0, 3, 100)).status_code == 202
+                _fill(backing / "filler")  # from now on, writeback to the device fails
+                for first in (3, 100):
+                    answer = _post(http, _ndjson(first, 50, 2000))  # ~100 KB, page cache only
+                    assert answer.status_code in (503, 507), answer.text
+            assert "cannot store events in full.jsonl" in server.log()
+        finally:
+            server.stop()

@@ -50,6 +50,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
+from pydantic import ValidationError
 
 from .config import Settings, load_settings
 from .domains import data_file_name, file_stem, normalize_domain
@@ -581,9 +582,19 @@ async def serve(settings: Settings) -> None:
         data.close()
 
 
+def sink_settings() -> Settings:
+    """The service's settings; the sink serves no HTTP, so it does without LEITSTAND_TOKEN."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        if any(e["loc"] == ("token",) and e["type"] == "missing" for e in exc.errors()):
+            return load_settings(token="unused-by-the-sink")
+        return load_settings()  # says what else is wrong, and exits
+
+
 def main() -> None:
     """Entry point of `leitstand sink` and `python -m leitstand.sink`."""
-    settings = load_settings()
+    settings = sink_settings()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(serve(settings))

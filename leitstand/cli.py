@@ -92,12 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     send.set_defaults(run=run_send)
 
     serve = commands.add_parser("serve", help="run the service (uvicorn)",
-                                description="Run the service with uvicorn; settings come from "
-                                "the environment and .env as for `uvicorn app:app`.")
+                                description="Run the service with uvicorn, hardened as the "
+                                "README recommends (request-head deadline, no proxy headers "
+                                "from uvicorn, keep-alive 5 s, a concurrency limit); settings "
+                                "come from the environment and .env as for `uvicorn app:app`.")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8788)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    serve.add_argument("--limit-concurrency", type=int, default=1000,
+                       help="connections and requests at once; beyond, uvicorn answers 503")
     serve.add_argument("--access-log", action="store_true",
                        help="also uvicorn's access log (leitstand logs every request itself)")
     serve.set_defaults(run=run_serve)
@@ -284,6 +288,11 @@ def run_serve(args: argparse.Namespace) -> int:
         reload=args.reload,
         access_log=args.access_log,
         log_level=settings.log_level.lower(),
+        # the README's settings for an open network (see "Härtung und Sicherheit")
+        http="leitstand.headertimeout:HeaderTimeoutProtocol",
+        proxy_headers=False,  # only LEITSTAND_TRUSTED_PROXIES decides about X-Forwarded-For
+        timeout_keep_alive=5,
+        limit_concurrency=args.limit_concurrency,
     )
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -214,7 +215,8 @@ def test_serve_runs_the_service(tmp_path: Path) -> None:
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [str(LEITSTAND), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=cli_env(None, LEITSTAND_DATA_DIR=str(data_dir)), cwd=tmp_path,
+        env=cli_env(None, LEITSTAND_DATA_DIR=str(data_dir), LEITSTAND_HEADER_TIMEOUT="1"),
+        cwd=tmp_path,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -232,6 +234,10 @@ def test_serve_runs_the_service(tmp_path: Path) -> None:
         with Client(url, TOKEN) as client:
             assert client.send("aussen", {"event": "served"}).status == 202
         assert stored(data_dir, "aussen") == [{"event": "served", "domain": "aussen"}]
+        # hardened as the README recommends: a connection that sends no request head gets 408
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as silent:
+            answer = silent.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408 ")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

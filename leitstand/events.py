@@ -57,7 +57,7 @@ class StreamOptions:
     send_timeout: float = 30.0  # a client that takes no page for this long is disconnected
     keepalive: float = 15.0  # a comment line when idle, so proxies and dead peers show up
     poll: float = 1.0  # re-read this often without a wake-up (other processes' writes)
-    page: int = 500  # lines per read and per send
+    page: int = 100  # lines per read and per send (also capped at 4 MiB by the reader)
     min_interval: float = 0.1  # between two reads of a caught-up client
 
 

@@ -557,3 +557,36 @@ def test_readme_recommends_the_options_these_tests_run_with() -> None:
     for option in GUARDED:
         assert option in words, option
     assert (ROOT / "SECURITY.md").exists()
+
+
+SMUGGLED = (b"0\r\n\r\nPOST /v1/ingest?domain=smuggled2 HTTP/1.1\r\nHost: x\r\nX-Auth: "
+            + TOKEN.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: 7\r\n"
+            b"\r\n{\"a\":1}")
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", SMUGGLED),
+        (b"Content-Length: 7\r\nContent-Length: 9\r\n", b'{"a":1}xx'),
+        (b"Transfer-Encoding: chunked, identity\r\n", b'7\r\n{"a":1}\r\n0\r\n\r\n'),
+        (b"Transfer-Encoding : chunked\r\n", b'7\r\n{"a":1}\r\n0\r\n\r\n'),
+        (b"Content-Length: -7\r\n", b'{"a":1}'),
+        (b"Content-Length: 0x7\r\n", b'{"a":1}'),
+    ],
+    ids=["CL+TE", "CL+CL", "TE-list", "TE-space", "CL-negative", "CL-hex"],
+)
+def test_ambiguous_framing_is_400_and_nothing_is_smuggled(srv: ServerProcess, framing, body
+                                                          ) -> None:
+    """Request-smuggling shapes: uvicorn's parser refuses them before the app sees anything."""
+    conn = Conn(srv.port)
+    try:
+        conn.send(head("/v1/ingest?domain=framing", extra=framing, close=True) + body)
+        status, _, answer = conn.response()
+        assert status == 400, answer
+        assert conn.closed_by_server()
+    finally:
+        conn.close()
+    assert stored(srv, "framing") == []
+    assert stored(srv, "smuggled2") == []
+    assert_server_healthy(srv)

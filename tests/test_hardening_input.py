@@ -332,3 +332,37 @@ async def test_rejected_inputs_are_counted_by_reason(make_client: Callable, data
     assert 'leitstand_rejections_total{reason="bad_request"} 1.0' in text
     assert 'leitstand_rejections_total{reason="unsupported_media_type"} 1.0' in text
     assert 'leitstand_rejections_total{reason="method_not_allowed"} 1.0' in text
+
+
+async def test_endless_chunked_body_is_cut_off_at_the_limit(make_client, data_dir) -> None:
+    """A chunked body (no Content-Length) that never ends: the server stops reading at the
+    limit and answers 413; it does not drain the stream."""
+    pulled = 0
+
+    async def endless():
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield b'{"a":1}\n' * 1024  # 8 KiB per chunk, for ever
+
+    client = make_client(max_body=64 * 1024)
+    response = await client.post("/v1/ingest?domain=aussen", content=endless(), headers=NDJSON)
+    assert_rejected(response, 413, "larger than 65536 bytes", data_dir)
+    assert pulled <= 64 // 8 + 2, pulled
+
+
+async def test_content_length_over_the_limit_is_413_before_reading(make_client, data_dir
+                                                                   ) -> None:
+    pulled = 0
+
+    async def body():
+        nonlocal pulled
+        pulled += 1
+        yield b"{}"
+
+    client = make_client(max_body=1024)
+    request = client.build_request("POST", "/v1/ingest?domain=aussen", content=body(),
+                                   headers={**JSON, "Content-Length": "1025"})
+    response = await client.send(request)
+    assert_rejected(response, 413, "larger than 1024 bytes", data_dir)
+    assert pulled == 0

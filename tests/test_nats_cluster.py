@@ -87,14 +87,22 @@ class Topology:
         finally:
             await nc.close()
 
-    async def stream_leader(self) -> int:
+    async def stream_leader(self, timeout: float = 30.0) -> int:
+        """The node that leads the stream (the worst one to lose); node 0 if no one answers."""
+        deadline = time.monotonic() + timeout
         nc = await nats.connect(self.cluster.urls.split(","))
         try:
-            info = await nc.jetstream(timeout=5.0).stream_info(STREAM)
-            leader = info.cluster.leader if info.cluster else None
+            while time.monotonic() < deadline:
+                try:
+                    info = await nc.jetstream(timeout=5.0).stream_info(STREAM)
+                except (nats.errors.Error, asyncio.TimeoutError):
+                    await asyncio.sleep(0.2)
+                    continue
+                leader = info.cluster.leader if info.cluster else None
+                return next((i for i, n in enumerate(self.cluster.nodes) if n.name == leader), 0)
         finally:
             await nc.close()
-        return next((i for i, n in enumerate(self.cluster.nodes) if n.name == leader), 0)
+        return 0
 
 
 @pytest.fixture

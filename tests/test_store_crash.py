@@ -6,7 +6,13 @@ swallowed are retried after the restart and must end up stored exactly once."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import select
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +21,12 @@ import httpx
 import orjson
 import pytest
 
+from leitstand.metrics import Metrics
+from leitstand.store import Idempotency, JsonlStore, StoreOptions
+
 from .conftest import TOKEN
-from .server import ServerProcess
-from .store_checks import stored_events
+from .server import ROOT, ServerProcess
+from .store_checks import metric, stored_events
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +140,68 @@ def test_kill9_during_concurrent_ingest_loses_and_doubles_nothing(tmp_path: Path
             if 0 < sum(counts[i] for i in ids) < len(ids)]
     assert not torn, f"batches stored in part: {torn[:10]}"
     assert len(ledger.acked) >= CYCLES * 100
+
+
+_BIG_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from leitstand.metrics import Metrics
+from leitstand.store import Idempotency, JsonlStore, StoreOptions
+
+async def main(data):
+    store = JsonlStore(data, Metrics(), StoreOptions(fsync=False))
+    await store.append("big", [b'{"n":-1}\\n'])
+    lines = [b'{"n":%d,"pad":"%s"}\\n' % (n, b"x" * 5000) for n in range(20_000)]
+    print("ready", flush=True)
+    await store.append("big", lines, Idempotency.for_lines("big", lines))
+    print("done", flush=True)
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_process_killed_in_the_middle_of_a_100mb_write(tmp_path: Path) -> None:
+    """SIGKILL lands while one 100 MB `write()` is copying into the page cache: the batch is
+    torn. The next start cuts it back to where it began (keeping the bytes in quarantine), and
+    the client's retry with the same key stores it exactly once."""
+    data = tmp_path / "data"
+    path = data / "big.jsonl"
+    writer = subprocess.Popen([sys.executable, "-c", _BIG_WRITER, str(data)], cwd=ROOT,
+                              stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None
+        ready, _, _ = select.select([writer.stdout], [], [], 60)
+        assert ready and writer.stdout.readline() == b"ready\n"
+        seed = path.stat().st_size
+        deadline = time.monotonic() + 60
+        while path.stat().st_size == seed:  # the big write has begun
+            assert time.monotonic() < deadline and writer.poll() is None
+            time.sleep(0.0005)
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+        writer.stdout.close()  # type: ignore[union-attr]
+
+    lines = [b'{"n":%d,"pad":"%s"}\n' % (n, b"x" * 5000) for n in range(20_000)]
+    payload = b"".join(lines)
+    torn = path.stat().st_size
+    assert seed < torn < seed + len(payload), "the kill did not land inside the write"
+
+    metrics = Metrics()
+    store = JsonlStore(data, metrics, StoreOptions(fsync=False))  # the start repairs
+    try:
+        assert path.stat().st_size == seed
+        assert metric(metrics.render().decode(), "leitstand_repairs_total") == 1
+        quarantine = (data / ".leitstand" / "big.quarantine").read_bytes()
+        assert quarantine.rstrip(b"\n") == payload[: torn - seed].rstrip(b"\n")
+
+        async def retry() -> bool:
+            result = await store.append("big", lines, Idempotency.for_lines("big", lines))
+            return result.replayed
+
+        assert asyncio.run(retry()) is False
+    finally:
+        asyncio.run(store.close())
+    data_now = path.read_bytes()
+    assert data_now == b'{"n":-1}\n' + payload

@@ -127,6 +127,8 @@ class DomainFile:
             _holds(self.fd, i.start, i.length, i.digest) for i in group.intents
         )
         self.intents.resolve(group, committed=committed, fsync=fsync)
+        log.info("%s: a group a crashed writer left open (bytes %d-%d) was %s", self.name,
+                 group.start, group.end, "complete: kept" if committed else "void")
         return size
 
     def _quarantine(self, data: bytes, what: str) -> None:
@@ -141,14 +143,17 @@ class DomainFile:
             fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                          | os.O_NOFOLLOW, FILE_MODE, dir_fd=self._helper_fd)
             created = True
+        fsync = self._options.fsync
         try:
             write_all(fd, data if data.endswith(b"\n") else data + b"\n")
-            os.fsync(fd)
+            if fsync:
+                os.fdatasync(fd)
         finally:
             os.close(fd)
-        if created:
-            os.fsync(self._helper_fd)
-        os.fdatasync(self.fd)
+        if fsync:
+            if created:
+                os.fsync(self._helper_fd)
+            os.fdatasync(self.fd)
         self._metrics.repairs.inc()
         log.warning("repaired %s: %s; kept in %s/%s", self.name, what, HELPER_DIR, name)
 

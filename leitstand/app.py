@@ -19,7 +19,7 @@ from .accesslog import AccessLog, SafeFormatter
 from .api import Service, router
 from .config import Settings
 from .errors import LeitstandError
-from .events import StreamMetrics, StreamOptions
+from .events import StreamMetrics, StreamOptions, close_streams_on_exit_signals
 from .fastpath import IngestFastPath
 from .headertimeout import STATE_KEY as HEADER_TIMEOUT_KEY
 from .metrics import Metrics
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, float]]:
         log.info("leitstand %s storing in %s (fsync=%s)", __version__,
                  settings.data_dir.resolve(), settings.fsync)
+        close_streams_on_exit_signals(svc.hub)  # else open streams stall a graceful shutdown
         # The lifespan state reaches uvicorn's connections: leitstand.headertimeout reads it.
         yield {HEADER_TIMEOUT_KEY: settings.header_timeout}
         await store.close()

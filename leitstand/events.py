@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 import anyio
 import orjson
@@ -38,6 +41,7 @@ class Hub:
 
     def __init__(self) -> None:
         self._waiters: dict[str, asyncio.Event] = {}
+        self.closing = asyncio.Event()  # set on shutdown: every stream ends
 
     def waiter(self, domain: str) -> asyncio.Event:
         """Take this before reading, then wait on it: no publish in between is missed."""
@@ -50,6 +54,33 @@ class Hub:
         event = self._waiters.pop(domain, None)
         if event is not None:
             event.set()
+
+    def close(self) -> None:
+        """End every stream (the server is shutting down)."""
+        self.closing.set()
+
+
+def close_streams_on_exit_signals(hub: Hub) -> None:
+    """Chain SIGINT/SIGTERM handlers (uvicorn's) so that open streams end on shutdown:
+    uvicorn waits for running responses to finish before it stops, and a stream never would.
+    Call it from the running loop in the main thread; elsewhere (tests) it does nothing."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous = signal.getsignal(sig)
+        except ValueError:
+            return
+        if not callable(previous):
+            continue  # default or ignored: no server loop of ours to stop
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(hub.close)
+            previous(signum, frame)
+
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            return
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +151,22 @@ class EventStream(Response):
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._watch_disconnect, receive, tasks.cancel_scope)
+                tasks.start_soon(self._watch_shutdown, tasks.cancel_scope)
                 reason = await self._pump(send)
                 tasks.cancel_scope.cancel()
+            if self.hub.closing.is_set():
+                reason = ("shutdown", "the server is shutting down")
             if reason is not None:
                 self.metrics.disconnects.labels(reason[0]).inc()
-                log.warning("event stream of %s for %s ended: %s", self.domain, self.client,
-                            reason[1])
+                log.log(logging.INFO if reason[0] == "shutdown" else logging.WARNING,
+                        "event stream of %s for %s ended: %s", self.domain, self.client, reason[1])
                 await self._goodbye(send, reason[1])
         finally:
             self.metrics.clients.dec()
+
+    async def _watch_shutdown(self, scope: anyio.CancelScope) -> None:
+        await self.hub.closing.wait()
+        scope.cancel()
 
     async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import re
+import signal
 import socket
 import statistics
 import struct
@@ -250,3 +252,19 @@ def test_one_stuck_client_does_not_slow_ingest(tmp_path: Path) -> None:
               f"{base * 1000:.2f} ms, with a stuck stream client {slow * 1000:.2f} ms "
               f"(ratio {slow / base:.3f})")
         assert slow <= base * 1.10, (base, slow)
+
+
+def test_open_streams_do_not_stall_a_graceful_shutdown(tmp_path: Path) -> None:
+    with running(tmp_path) as server, httpx.Client(base_url=server.url, headers=AUTH,
+                                                   timeout=10) as http:
+        ingest(http, "aussen", {"n": 0})
+        with http.stream("GET", "/v1/stream", params={"domain": "aussen"}) as response:
+            sse = SSE(response)
+            wait_for(lambda: metric(http, "leitstand_stream_clients") == 1, "the stream")
+            assert server.proc is not None
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            _, event, data = sse.events(1)[0]
+            assert event == "disconnect"
+            assert orjson.loads(data) == {"reason": "the server is shutting down"}
+        server.proc.wait(timeout=15)  # uvicorn waits for running responses: ours ended
+        assert server.proc.returncode != -signal.SIGKILL

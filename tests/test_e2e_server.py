@@ -8,6 +8,7 @@ import gzip
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +141,49 @@ def test_readme_curl_example_lands_in_data_aussen_jsonl(tmp_path) -> None:
         assert denied.status_code == 401
     finally:
         server.stop()
+
+
+def test_make_dev_serves_the_readme_example(tmp_path) -> None:
+    """`make dev` (README's first command) with the venv that runs the tests: the service on
+    the given port with the dev token (or the one in .env). The venv step is skipped (-o)."""
+    port, venv = free_port(), Path(sys.prefix)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("LEITSTAND_") and k not in ("LOG_LEVEL", "PORT")}
+    env["LEITSTAND_DATA_DIR"] = str(tmp_path / "data")
+    dotenv = ROOT / ".env"
+    token = "dev"
+    if dotenv.exists():  # a developer's checkout: make dev takes the token from there
+        found = re.findall(r"^LEITSTAND_TOKEN=(.*)$", dotenv.read_text(), re.M)
+        token = found[-1] if found and found[-1] else "dev"
+    log = (tmp_path / "make-dev.log").open("wb")
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "-C", str(ROOT), "-o", f"{venv}/.runtime", "dev",
+         f"PORT={port}", f"VENV={venv}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def ready() -> bool:
+            assert proc.poll() is None, (tmp_path / "make-dev.log").read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=60, what="make dev")
+        response = httpx.post(f"http://127.0.0.1:{port}/ingest/aussen",
+                              content=b'{"event": "demo", "status": "ok"}',
+                              headers={"Content-Type": "application/json", "X-Auth": token})
+        assert (response.status_code, response.text) == (200, "ok")
+        assert (tmp_path / "data" / "aussen.jsonl").read_bytes() == (
+            b'{"event":"demo","status":"ok","domain":"aussen"}\n')
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+        log.close()
 
 
 def test_make_ingest_test_against_the_server(server: ServerProcess) -> None:

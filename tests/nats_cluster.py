@@ -9,8 +9,10 @@ stopped (or killed with -9) by PID.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,27 @@ from pathlib import Path
 
 import httpx
 
-from .server import free_port
+_used: set[int] = set()
+
+
+def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range, so that no outgoing connection
+    (of these tests or anyone else's) can take it between this check and the server's bind,
+    and a killed node can get its port back."""
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates:
+        if port in _used:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _used.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def nats_server_binary() -> str:

@@ -136,9 +136,16 @@ async def test_a_million_tiny_ndjson_events_are_413_with_clear_detail(
 ) -> None:
     body = b"{}\n" * 1_000_000  # 3 MB: the body limit is raised so that the event cap decides
     client = make_client(max_body=4 * 1024 * 1024, max_events=10_000)
-    response = await client.post("/v1/ingest?domain=aussen", content=body, headers=NDJSON)
+    tracemalloc.start()
+    try:
+        response = await client.post("/v1/ingest?domain=aussen", content=body, headers=NDJSON)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert_rejected(response, 413, "1000000 events in one request", data_dir)
     assert "limit of 10000" in response.json()["detail"]
+    # refused without turning a million lines into a million objects (that took 130 MiB)
+    assert peak < 24 * 1024 * 1024, f"peak {peak} bytes"
 
 
 async def test_a_million_tiny_json_array_items_are_413(make_client, data_dir) -> None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -176,6 +177,14 @@ async def test_unknown_and_invalid_domain(client: httpx.AsyncClient, data_dir: P
     assert (await client.get("/v1/events?domain=%20AUSSEN%20")).status_code == 200
     (data_dir / "link.jsonl").symlink_to(data_dir / "aussen.jsonl")
     assert (await client.get("/v1/events?domain=link")).status_code == 404
+    # Neither a FIFO (opening it must not wait for a writer) nor a directory is a domain.
+    os.mkfifo(data_dir / "rohr.jsonl")
+    (data_dir / "ordner.jsonl").mkdir()
+    with anyio.fail_after(10):
+        assert (await client.get("/v1/events?domain=rohr")).status_code == 404
+        assert (await client.get("/v1/events?domain=ordner")).status_code == 404
+        domains = (await client.get("/v1/domains")).json()["domains"]
+    assert [d["domain"] for d in domains] == ["aussen"]
 
 
 @pytest.mark.parametrize("path", [

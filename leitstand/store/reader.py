@@ -36,6 +36,8 @@ _CURSOR_CHARS = len(base64.urlsafe_b64encode(b"\0" * _CURSOR.size).rstrip(b"="))
 # A page of lines stops early once it holds this many bytes (it always holds one whole line).
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 _FIRST_LINE_MAX = 65536
+# Never follow a symlink; never wait for a writer when the name is a FIFO.
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def encode_cursor(inode: int, offset: int) -> str:
@@ -59,9 +61,9 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
 
 def open_for_reading(name: str, dir_fd: int, domain: str) -> tuple[int, os.stat_result]:
     """A read-only fd on the domain's data file; `NotFound` if it is missing or not a regular
-    file (a symlink is never followed)."""
+    file (a symlink is never followed; O_NONBLOCK: opening a FIFO must not wait for a writer)."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         raise NotFound(f"unknown domain {domain!r}") from None
     except OSError as exc:
@@ -197,7 +199,7 @@ class DomainStats:
 
     def _update(self, name: str, seen: dict[str, _Scanned]) -> DomainInfo | None:
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._dir_fd)
+            fd = os.open(name, _READ_FLAGS, dir_fd=self._dir_fd)
         except OSError:
             return None  # gone, a symlink, or unreadable: not a domain we can show
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 from limits import parse_many
 from pydantic import (
@@ -158,9 +158,20 @@ def describe_errors(exc: ValidationError) -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment and `.env`; raise `SystemExit` with a readable message if invalid."""
+    """Read the environment and `.env`, and create the data directory; raise `SystemExit` with
+    a readable message if a setting is invalid or the directory cannot be created."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        print("leitstand: cannot start:\n" + describe_errors(exc), file=sys.stderr)
-        raise SystemExit(2) from None
+        _refuse(describe_errors(exc))
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _refuse(f"{env_name('data_dir')} is invalid: cannot create {str(settings.data_dir)!r}: "
+                f"{exc.strerror or exc}")
+    return settings
+
+
+def _refuse(reason: str) -> NoReturn:
+    print("leitstand: cannot start:\n" + reason, file=sys.stderr)
+    raise SystemExit(2) from None

@@ -212,3 +212,22 @@ def test_every_setting_is_documented_in_the_readme(field) -> None:
 def test_readme_table_has_no_unknown_settings() -> None:
     known = {env_name(f) for f in Settings.model_fields}
     assert set(readme_settings_table()) <= known
+
+
+def test_data_dir_is_created_at_start(clean_env, monkeypatch) -> None:
+    monkeypatch.setenv("LEITSTAND_TOKEN", "t")
+    monkeypatch.setenv("LEITSTAND_DATA_DIR", str(clean_env / "a" / "b"))
+    load_settings()
+    assert (clean_env / "a" / "b").is_dir()
+
+
+def test_data_dir_that_cannot_be_created_refuses_to_start(clean_env, monkeypatch,
+                                                          capsys) -> None:
+    (clean_env / "file").write_text("x")
+    monkeypatch.setenv("LEITSTAND_TOKEN", "t")
+    monkeypatch.setenv("LEITSTAND_DATA_DIR", str(clean_env / "file" / "data"))
+    with pytest.raises(SystemExit):
+        load_settings()
+    err = capsys.readouterr().err
+    assert "LEITSTAND_DATA_DIR is invalid: cannot create" in err
+    assert "Not a directory" in err

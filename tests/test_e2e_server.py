@@ -246,6 +246,15 @@ def test_refuses_to_start_with_an_invalid_value(tmp_path, name, value) -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_data_dir_that_cannot_be_created_is_named(tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    out = run_uvicorn(tmp_path, {"LEITSTAND_TOKEN": "t",
+                                 "LEITSTAND_DATA_DIR": str(tmp_path / "file" / "data")})
+    assert out.returncode != 0
+    assert "LEITSTAND_DATA_DIR is invalid: cannot create" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_invalid_value_in_dotenv_is_named(tmp_path) -> None:
     (tmp_path / ".env").write_text("LEITSTAND_TOKEN=dev\nLEITSTAND_MAX_BODY=1MiB\n")
     out = run_uvicorn(tmp_path, {})

@@ -326,3 +326,34 @@ async def test_web_view_is_served_offline_and_locked_down(client: httpx.AsyncCli
         assert "http://" not in asset.text and "https://" not in asset.text
     assert (await client.get("/web/../app.py")).status_code == 404
     assert (await client.get("/web/index.html.bak")).status_code == 404
+
+
+def test_domain_stats_read_only_what_was_appended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leitstand.store import reader
+
+    (tmp_path / "gross.jsonl").write_bytes((b'{"n": 1, "pad": "' + b"x" * 200 + b'"}\n') * 5000)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        stats = reader.DomainStats(dir_fd)
+        read: list[int] = []
+        real_pread = os.pread
+
+        def counting_pread(fd: int, size: int, offset: int) -> bytes:
+            data = real_pread(fd, size, offset)
+            read.append(len(data))
+            return data
+
+        monkeypatch.setattr(reader.os, "pread", counting_pread)
+        assert stats.snapshot()[0].events == 5000
+        assert sum(read) >= (tmp_path / "gross.jsonl").stat().st_size
+        read.clear()
+        assert stats.snapshot()[0].events == 5000
+        assert sum(read) == 0  # nothing new: nothing read
+        with open(tmp_path / "gross.jsonl", "ab") as f:
+            f.write(b'{"n": 2}\n')
+        assert stats.snapshot()[0].events == 5001
+        assert sum(read) == len(b'{"n": 2}\n')
+    finally:
+        os.close(dir_fd)

@@ -10,6 +10,7 @@ import socket
 import statistics
 import struct
 import termios
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -268,3 +269,60 @@ def test_open_streams_do_not_stall_a_graceful_shutdown(tmp_path: Path) -> None:
             assert orjson.loads(data) == {"reason": "the server is shutting down"}
         server.proc.wait(timeout=15)  # uvicorn waits for running responses: ours ended
         assert server.proc.returncode != -signal.SIGKILL
+
+
+def test_paging_never_splits_lines_of_workers_and_outside_writers(tmp_path: Path) -> None:
+    """Two server workers and an outside tool (flock, each line in two writes) append to one
+    domain while a reader pages through it: every line arrives once, whole."""
+    per_writer = 150
+    proc = ServerProcess(tmp_path / "data", token=TOKEN, workers=2)
+    try:
+        proc.start()
+        with httpx.Client(base_url=proc.url, headers=AUTH, timeout=10) as http:
+            ingest(http, "geteilt", {"src": "start", "i": -1})
+
+            def outside_tool() -> None:
+                fd = os.open(proc.data_dir / "geteilt.jsonl", os.O_WRONLY | os.O_APPEND)
+                try:
+                    for i in range(per_writer):
+                        line = orjson.dumps({"src": "tool", "i": i, "pad": "y" * 300}) + b"\n"
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                        os.write(fd, line[:100])
+                        time.sleep(0.001)  # a slow writer: half a line is visible meanwhile
+                        os.write(fd, line[100:])
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
+
+            def service_client() -> None:
+                with httpx.Client(base_url=proc.url, headers=AUTH, timeout=10) as own:
+                    for i in range(per_writer):
+                        ingest(own, "geteilt", {"src": "http", "i": i})
+
+            writers = [threading.Thread(target=outside_tool),
+                       threading.Thread(target=service_client)]
+            for thread in writers:
+                thread.start()
+            seen: list[tuple[str, int]] = []
+            cursor = None
+            end = time.monotonic() + 60
+            try:
+                while len(seen) < 2 * per_writer + 1:
+                    assert time.monotonic() < end, f"read {len(seen)} lines"
+                    params = {"domain": "geteilt", "limit": "7"}
+                    if cursor:
+                        params["cursor"] = cursor
+                    response = http.get("/v1/events", params=params)
+                    assert response.status_code == 200, response.text
+                    cursor = response.headers["X-Next-Cursor"]
+                    for line in response.content.splitlines():
+                        event = orjson.loads(line)  # whole lines only: each one parses
+                        seen.append((event["src"], event["i"]))
+            finally:
+                for thread in writers:
+                    thread.join(timeout=60)
+            assert len(seen) == len(set(seen)) == 2 * per_writer + 1
+            for src in ("tool", "http"):
+                assert [i for s, i in seen if s == src] == list(range(per_writer))
+    finally:
+        proc.stop()

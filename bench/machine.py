@@ -85,3 +85,17 @@ def memory_kib(pid: int) -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def git_commit(repo: Path) -> str:
+    """The commit the benchmark ran (with `+dirty` if the working tree had changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
+                              capture_output=True, text=True, check=True, timeout=10).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=repo, capture_output=True, text=True, check=True,
+                               timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.strip() + ("+dirty" if dirty.strip() else "")
+

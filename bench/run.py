@@ -159,6 +159,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     kinds = [cases.KINDS[k] for k in args.kinds]
     info = {"started": stamp.isoformat(timespec="seconds"), "load_average_start":
             machine.load_average(), "machine": machine.describe(work),
+            "commit": machine.git_commit(ROOT),
             "settings": {"seconds": args.seconds, "warmup": args.warmup, "repeat": args.repeat,
                          "wrk_threads": 2, "fsync": "always", "rate_limit": RATE_LIMIT}}
     print(f"leitstand benchmark {info['started']}, load average {info['load_average_start']}",
@@ -244,7 +245,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     at_1, at_n = rss_at(60), rss_at(args.soak_minutes * 60)
     return {
         "started": stamp.isoformat(timespec="seconds"), "load_average_start": load,
-        "machine": machine.describe(ROOT), "kind": kind.name, "connections": 64, "workers": 1,
+        "machine": machine.describe(ROOT), "commit": machine.git_commit(ROOT),
+        "kind": kind.name, "connections": 64, "workers": 1,
         "minutes": args.soak_minutes, "requests_per_second": result.ok_per_second,
         "p99_ms": result.p99_ms, "rss_mb_after_1_min": round(at_1, 1),
         "rss_mb_after_n_min": round(at_n, 1),

@@ -21,7 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 ARTIFACTS = ROOT / "test-artifacts"
-WAIT_MS = 15_000  # every wait for the page is bounded by this
+WAIT_MS = 30_000  # every wait for the page is bounded by this (polls run every 3 s and 9 s)
 
 
 @pytest.fixture

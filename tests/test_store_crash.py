@@ -56,30 +56,30 @@ def _batch(batch_id: str, rng: random.Random) -> tuple[list[str], bytes, str]:
     return ids, body, "application/x-ndjson"
 
 
-async def _client(url: str, cycle: int, number: int, ledger: Ledger, stop: asyncio.Event) -> None:
+async def _client(http: httpx.AsyncClient, cycle: int, number: int, ledger: Ledger,
+                  stop: asyncio.Event) -> None:
     rng = random.Random(cycle * 1000 + number)
-    async with httpx.AsyncClient(base_url=url, timeout=20) as http:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            batch_id = f"c{cycle}w{number}n{n}"
-            ids, body, ctype = _batch(batch_id, rng)
-            ledger.batches[batch_id] = ids
-            headers = {"X-Auth": TOKEN, "Content-Type": ctype}
-            keyed = rng.random() < 0.3
-            if keyed:
-                headers["Idempotency-Key"] = batch_id
-                ledger.unanswered_keyed[batch_id] = body
-            try:
-                response = await http.post("/v1/ingest?domain=crash", content=body,
-                                           headers=headers)
-            except httpx.TransportError:
-                return  # the server is gone
-            if response.status_code != 202:
-                ledger.unexpected.append(f"{response.status_code} {response.text}")
-                return
-            ledger.acked.extend(ids)
-            ledger.unanswered_keyed.pop(batch_id, None)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        batch_id = f"c{cycle}w{number}n{n}"
+        ids, body, ctype = _batch(batch_id, rng)
+        ledger.batches[batch_id] = ids
+        headers = {"X-Auth": TOKEN, "Content-Type": ctype}
+        keyed = rng.random() < 0.3
+        if keyed:
+            headers["Idempotency-Key"] = batch_id
+            ledger.unanswered_keyed[batch_id] = body
+        try:
+            response = await http.post("/v1/ingest?domain=crash", content=body,
+                                       headers=headers)
+        except httpx.TransportError:
+            return  # the server is gone
+        if response.status_code != 202:
+            ledger.unexpected.append(f"{response.status_code} {response.text}")
+            return
+        ledger.acked.extend(ids)
+        ledger.unanswered_keyed.pop(batch_id, None)
 
 
 async def _retry_unanswered(url: str, ledger: Ledger) -> None:
@@ -99,17 +99,19 @@ async def _load_then_kill(server: ServerProcess, cycle: int, ledger: Ledger) -> 
     await _retry_unanswered(server.url, ledger)
     before = len(ledger.acked)
     stop = asyncio.Event()
-    clients = [asyncio.create_task(_client(server.url, cycle, n, ledger, stop))
-               for n in range(CONCURRENCY)]
-    rng = random.Random(cycle)
-    target = before + rng.randint(100, 400)
-    deadline = asyncio.get_running_loop().time() + 60
-    while len(ledger.acked) < target and not ledger.unexpected:
-        assert asyncio.get_running_loop().time() < deadline, "the server stopped taking writes"
-        await asyncio.sleep(0.01)
-    await asyncio.to_thread(server.kill9)
-    stop.set()
-    await asyncio.wait_for(asyncio.gather(*clients), timeout=60)
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=server.url, timeout=20, limits=limits) as http:
+        clients = [asyncio.create_task(_client(http, cycle, n, ledger, stop))
+                   for n in range(CONCURRENCY)]
+        rng = random.Random(cycle)
+        target = before + rng.randint(100, 400)
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(ledger.acked) < target and not ledger.unexpected:
+            assert asyncio.get_running_loop().time() < deadline, "the server stopped taking writes"
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(server.kill9)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*clients), timeout=60)
     assert len(ledger.acked) > before
 
 

@@ -26,16 +26,17 @@ def _event(client: int, number: int, rng: random.Random) -> dict[str, object]:
     return {"id": f"c{client}-{number}", "pad": "x" * size}
 
 
-async def _client(url: str, client: int, sent: dict[str, bytes], seed: int) -> None:
-    rng = random.Random(seed)
-    async with httpx.AsyncClient(base_url=url, headers={"X-Auth": TOKEN}, timeout=60) as http:
-        for number in range(REQUESTS_PER_CLIENT):
-            event = _event(client, number, rng)
-            body = orjson.dumps(event)
-            response = await http.post("/v1/ingest?domain=shared", content=body,
-                                       headers={"Content-Type": "application/json"})
-            assert response.status_code == 202, response.text
-            sent[str(event["id"])] = orjson.dumps({**event, "domain": "shared"})
+async def _client(http: httpx.AsyncClient, client: int, sent: dict[str, bytes]) -> None:
+    rng = random.Random(client)
+    for number in range(REQUESTS_PER_CLIENT):
+        event = _event(client, number, rng)
+        body = orjson.dumps(event)
+        # A new connection per request, so that the kernel hands them to both workers.
+        response = await http.post("/v1/ingest?domain=shared", content=body,
+                                   headers={"Content-Type": "application/json",
+                                            "Connection": "close"})
+        assert response.status_code == 202, response.text
+        sent[str(event["id"])] = orjson.dumps({**event, "domain": "shared"})
 
 
 def test_two_workers_64_clients_one_domain_nothing_lost_or_interleaved(tmp_path: Path) -> None:
@@ -43,9 +44,13 @@ def test_two_workers_64_clients_one_domain_nothing_lost_or_interleaved(tmp_path:
         sent: dict[str, bytes] = {}
 
         async def run() -> None:
-            await asyncio.wait_for(asyncio.gather(
-                *(_client(server.url, c, sent, seed=c) for c in range(CLIENTS))
-            ), timeout=240)
+            # Up to 64 connections at once (one pool keeps the test's own CPU low).
+            async with httpx.AsyncClient(base_url=server.url, headers={"X-Auth": TOKEN},
+                                         timeout=60, limits=httpx.Limits(max_connections=CLIENTS)
+                                         ) as http:
+                await asyncio.wait_for(asyncio.gather(
+                    *(_client(http, c, sent) for c in range(CLIENTS))
+                ), timeout=240)
 
         asyncio.run(run())
         path = server.data_dir / "shared.jsonl"
@@ -81,20 +86,22 @@ def test_same_idempotency_key_from_many_clients_across_two_workers_stores_once(
 ) -> None:
     with ServerProcess(tmp_path / "data", token=TOKEN, workers=2) as server:
         async def run() -> list[httpx.Response]:
-            # A fresh connection per request, so that both workers take a share.
-            async def post(key: str) -> httpx.Response:
-                async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            # A fresh connection per request (Connection: close), so both workers take a share.
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                async def post(key: str) -> httpx.Response:
                     return await http.post(
                         "/v1/ingest?domain=keys", json=[{"n": 1}, {"n": 2}],
-                        headers={"X-Auth": TOKEN, "Idempotency-Key": key},
+                        headers={"X-Auth": TOKEN, "Idempotency-Key": key,
+                                 "Connection": "close"},
                     )
 
-            answers = []
-            for round_ in range(8):
-                answers += await asyncio.wait_for(
-                    asyncio.gather(*(post(f"key-{round_}") for _ in range(12))), timeout=120
-                )
-            return answers
+                answers = []
+                for round_ in range(8):
+                    answers += await asyncio.wait_for(
+                        asyncio.gather(*(post(f"key-{round_}") for _ in range(12))),
+                        timeout=120,
+                    )
+                return answers
 
         answers = asyncio.run(run())
         events = stored_events(server.data_dir / "keys.jsonl")

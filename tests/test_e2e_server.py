@@ -7,6 +7,7 @@ import fcntl
 import gzip
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -73,6 +74,10 @@ def raw_request(port: int, head: bytes, body_parts: list[bytes] = (), timeout: f
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head)
         for part in body_parts:
+            # Stop sending once the server has answered (e.g. 413 mid-body): read the answer
+            # before the server's close of a half-read connection can reset it.
+            if select.select([sock], [], [], 0)[0]:
+                break
             try:
                 sock.sendall(part)
             except (BrokenPipeError, ConnectionResetError):

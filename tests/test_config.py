@@ -231,3 +231,9 @@ def test_data_dir_that_cannot_be_created_refuses_to_start(clean_env, monkeypatch
     err = capsys.readouterr().err
     assert "LEITSTAND_DATA_DIR is invalid: cannot create" in err
     assert "Not a directory" in err
+
+
+def test_env_example_names_only_real_settings() -> None:
+    known = {env_name(f) for f in Settings.model_fields} | {"PORT"}
+    keys = re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    assert keys and set(keys) <= known, set(keys) - known

@@ -21,8 +21,9 @@ from .base import AppendResult, Idempotency
 from .files import (
     FILE_MODE,
     cut_partial_tail,
+    identity,
+    names,
     open_append,
-    same_file,
     storage_error,
     write_all,
 )
@@ -62,6 +63,7 @@ class DomainFile:
         self._metrics = metrics
         self._options = options
         self.fd: int | None = None
+        self._ident = (0, 0)  # (device, inode) of `fd`
         # Whether this process has fsynced the directory since it opened the file. Whoever
         # created the file, its name must be durable before this process acknowledges a line.
         self._dir_synced = False
@@ -71,6 +73,7 @@ class DomainFile:
     # -- open / lock ---------------------------------------------------------------------------
     def open(self, *, create: bool = True) -> None:
         self.fd, _ = open_append(self.name, self._dir_fd, create=create)
+        self._ident = identity(self.fd)
         self._dir_synced = False
 
     def try_lock(self) -> bool:
@@ -99,7 +102,7 @@ class DomainFile:
     def recover(self, *, tail_only: bool = False) -> int:
         """Make the file end at a clean line boundary; return its size."""
         assert self.fd is not None
-        if not same_file(self.fd, self.name, self._dir_fd):
+        if not names(self.name, self._dir_fd, self._ident):
             self._reopen_locked()
         fsync = self._options.fsync
         size = os.fstat(self.fd).st_size
@@ -115,7 +118,7 @@ class DomainFile:
     def _resolve_dead_group(self, group: Group, size: int, fsync: bool) -> int:
         """A writer died between logging `group` and resolving it: all of it stays, or none."""
         assert self.fd is not None
-        own = os.fstat(self.fd).st_ino == group.ino
+        own = self._ident[1] == group.ino
         if own and group.start < size < group.end:
             torn = os.pread(self.fd, size - group.start, group.start)
             os.ftruncate(self.fd, group.start)
@@ -180,7 +183,7 @@ class DomainFile:
             outcomes: list[Outcome] = []
             payloads: list[bytes] = []
             events = 0
-            group = Group(os.fstat(self.fd).st_ino, size, size, time.time())
+            group = Group(self._ident[1], size, size, time.time())
             for lines, key in requests:
                 if key is not None:
                     record = self.intents.lookup(key.key)

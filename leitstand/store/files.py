@@ -51,12 +51,23 @@ def _is_regular(fd: int) -> bool:
 
 def same_file(fd: int, name: str, dir_fd: int) -> bool:
     """Whether `name` still names the file open as `fd` (it may have been rotated away)."""
+    return names(name, dir_fd, identity(fd))
+
+
+def identity(fd: int) -> tuple[int, int]:
+    """(device, inode) of an open file, to tell later whether its name still points to it."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def names(name: str, dir_fd: int, ident: tuple[int, int]) -> bool:
+    """Whether `name` still names the file with identity `ident` (it may have been rotated
+    away or replaced)."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    own = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+    return (st.st_dev, st.st_ino) == ident
 
 
 def write_all(fd: int, data: bytes) -> None:

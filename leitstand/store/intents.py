@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .files import FILE_MODE, OPEN_FLAGS, cut_partial_tail, partial_tail_start, same_file, write_all
+from .files import (
+    FILE_MODE,
+    OPEN_FLAGS,
+    cut_partial_tail,
+    identity,
+    names,
+    partial_tail_start,
+    write_all,
+)
 
 
 @dataclass(slots=True)
@@ -86,16 +94,18 @@ class IntentLog:
         self._offset = 0  # how far the log has been read (always at a line boundary)
         self._lines = 0
         self._open: Group | None = None  # a group line not (yet) followed by its resolution
+        self._ident = (0, 0)  # (device, inode) of `_fd`
+        self._clean = False  # known to end at `_offset` (no torn line after it)
 
     # -- reading -------------------------------------------------------------------------------
     def catch_up(self, *, tail_only: bool = False) -> Group | None:
         """Read what other processes appended (lock held). Returns the group left open by a
         writer that died, if any. `tail_only`: skip the history, look at the last line only."""
-        if self._fd is not None and not same_file(self._fd, self._name, self._dir_fd):
+        if self._fd is not None and not names(self._name, self._dir_fd, self._ident):
             self._forget()  # another process compacted the log: read the new one from the start
         if self._fd is None:
             try:
-                self._fd = os.open(self._name, OPEN_FLAGS, dir_fd=self._dir_fd)
+                self._set_fd(os.open(self._name, OPEN_FLAGS, dir_fd=self._dir_fd))
             except FileNotFoundError:
                 return None
             if tail_only:
@@ -109,7 +119,12 @@ class IntentLog:
                 self._load_line(raw)
             self._offset += end
             self._evict()
+        self._clean = size == self._offset  # else a dead writer left a torn line at the end
         return self._open
+
+    def _set_fd(self, fd: int) -> None:
+        self._fd = fd
+        self._ident = identity(fd)
 
     def _load_line(self, raw: bytes) -> None:
         try:
@@ -163,11 +178,15 @@ class IntentLog:
     def _append(self, payload: bytes, *, fsync: bool) -> None:
         created = False
         if self._fd is None:
-            self._fd = os.open(self._name, OPEN_FLAGS | os.O_CREAT, FILE_MODE,
-                               dir_fd=self._dir_fd)
+            self._set_fd(os.open(self._name, OPEN_FLAGS | os.O_CREAT, FILE_MODE,
+                                 dir_fd=self._dir_fd))
             created = True
-        # A writer that died mid-line left a torn log line: cut it (nobody has read past it).
-        size, _ = cut_partial_tail(self._fd, os.fstat(self._fd).st_size)
+            self._clean = False
+        if self._clean:
+            size = self._offset
+        else:  # a writer that died mid-line left a torn log line: cut it (nobody read past it)
+            size, _ = cut_partial_tail(self._fd, os.fstat(self._fd).st_size)
+        self._clean = False
         try:
             write_all(self._fd, payload)
             if fsync:
@@ -179,6 +198,7 @@ class IntentLog:
                 os.ftruncate(self._fd, size)
             raise
         self._offset = size + len(payload)
+        self._clean = True
         self._lines += payload.count(b"\n")
         self._evict()
 
@@ -207,8 +227,9 @@ class IntentLog:
         if fsync:
             os.fsync(self._dir_fd)
         os.close(self._fd)
-        self._fd = os.open(self._name, OPEN_FLAGS, dir_fd=self._dir_fd)
+        self._set_fd(os.open(self._name, OPEN_FLAGS, dir_fd=self._dir_fd))
         self._offset, self._lines = len(payload), len(self._records)
+        self._clean = True
 
     def _evict(self) -> None:
         horizon = time.time() - self._window
@@ -222,9 +243,11 @@ class IntentLog:
         if self._fd is not None:
             os.close(self._fd)
         self._fd, self._offset, self._lines, self._open = None, 0, 0, None
+        self._clean = False
         self._records.clear()
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._clean = False

@@ -10,7 +10,7 @@ PORT ?= $(or $(shell sed -n 's/^PORT=//p' .env 2>/dev/null | tail -n 1),8788)
 # settings from the environment and .env itself).
 TOKEN := $${LEITSTAND_TOKEN:-$$(sed -n 's/^LEITSTAND_TOKEN=//p' .env 2>/dev/null | tail -n 1)}
 
-.PHONY: dev venv venv-dev ingest-test test test-python test-rust lint openapi clean bench bench-soak
+.PHONY: dev venv venv-dev ingest-test test test-python test-rust lint openapi clean bench bench-soak fuzz
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,14 @@ test-rust: venv
 
 lint: venv-dev
 	$(VENV)/bin/ruff check leitstand tests tools app.py
+
+## Long fuzz run (schemathesis against the live server, hypothesis properties); minutes, not seconds.
+FUZZ_EXAMPLES ?= 1000
+PROPERTY_EXAMPLES ?= 2000
+fuzz: venv-dev
+	LEITSTAND_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) LEITSTAND_FUZZ_SEED=random \
+	  HYPOTHESIS_EXAMPLES=$(PROPERTY_EXAMPLES) \
+	  $(PY) -m pytest tests/test_fuzz_schemathesis.py tests/test_properties.py
 
 ## Benchmarks (docs/benchmarks.md): durable leitstand under wrk next to the HTTP and disk floors,
 ## ~10 min; installs wrk (apt) and bench/requirements.txt. BENCH_ARGS="--seconds 5" etc.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -32,6 +33,7 @@ LEGACY_HEADERS = {
 }
 _MAX_AUTH_HEADER = 1024
 _MAX_IDEMPOTENCY_KEY = 255
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -86,7 +88,7 @@ async def read_events(request: Request, domain_param: str | None) -> tuple[str, 
     try:
         # The whole body is read before the store is touched, so a slow client holds no lock;
         # the deadline frees the connection from a client that never finishes.
-        body = await asyncio.wait_for(
+        body = await _within(
             read_body(
                 request.stream(),
                 content_length=request.headers.get("content-length"),
@@ -106,6 +108,18 @@ async def read_events(request: Request, domain_param: str | None) -> tuple[str, 
         body, kind, domain_param=domain_param, max_events=svc.settings.max_events
     )
     return batch.domain, batch.lines
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+    """`asyncio.wait_for`, without its extra task per call where Python has `asyncio.timeout`
+    (~15 us per request, bench/notes.md). Raises `TimeoutError` either way."""
+    if _TIMEOUT is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _TIMEOUT(seconds):
+        return await awaitable
 
 
 def idempotency_of(request: Request, lines: list[bytes]) -> Idempotency | None:

@@ -197,29 +197,6 @@ def test_content_length_longer_then_client_hangs_up(srv: ServerProcess) -> None:
 
 
 # -- slow clients -------------------------------------------------------------------------------
-def test_slow_body_holds_no_lock_fast_request_to_same_domain_succeeds(
-    srv: ServerProcess,
-) -> None:
-    """A client trickles its body to domain `slowfast`; meanwhile a fast request to the same
-    domain is stored and answered. The body is read completely before the store is touched."""
-    body = b'{"slow":true}'
-    conn = Conn(srv.port)
-    try:
-        conn.send(head("/v1/ingest?domain=slowfast", length=len(body)) + body[:5])
-        fast = httpx.post(f"{srv.url}/v1/ingest?domain=slowfast", json={"fast": True},
-                          headers={"X-Auth": TOKEN}, timeout=DEADLINE)
-        assert fast.status_code == 202
-        assert stored(srv, "slowfast") == [{"fast": True, "domain": "slowfast"}]
-        conn.send(body[5:])
-        status, _, answer = conn.response()
-        assert status == 202, answer
-    finally:
-        conn.close()
-    assert stored(srv, "slowfast") == [
-        {"fast": True, "domain": "slowfast"}, {"slow": True, "domain": "slowfast"}
-    ]
-
-
 def test_slow_chunked_body_is_cut_off_with_408(srv: ServerProcess) -> None:
     """A chunked body that keeps trickling (one byte, then silence) never reaches the store."""
     conn = Conn(srv.port)
@@ -445,7 +422,7 @@ def test_slowloris_head_is_cut_off_even_while_bytes_keep_coming(guarded: ServerP
                 conn.send(bytes([byte]))
             except (BrokenPipeError, ConnectionResetError):
                 break
-            if time.monotonic() - started > HEADER_TIMEOUT + 5:
+            if time.monotonic() - started > HEADER_TIMEOUT + 15:
                 raise AssertionError(f"still open after {n} bytes")
             time.sleep(0.2)  # pacing the attack, not synchronisation
         assert_cut_off_with_408(conn, started)
@@ -590,3 +567,26 @@ def test_ambiguous_framing_is_400_and_nothing_is_smuggled(srv: ServerProcess, fr
     assert stored(srv, "framing") == []
     assert stored(srv, "smuggled2") == []
     assert_server_healthy(srv)
+
+
+def test_slow_body_holds_no_lock_fast_request_to_same_domain_succeeds(
+    guarded: ServerProcess,
+) -> None:
+    """A client trickles its body to domain `slowfast`; meanwhile a fast request to the same
+    domain is stored and answered. The body is read completely before the store is touched."""
+    body = b'{"slow":true}'
+    conn = Conn(guarded.port)
+    try:
+        conn.send(head("/v1/ingest?domain=slowfast", length=len(body)) + body[:5])
+        fast = httpx.post(f"{guarded.url}/v1/ingest?domain=slowfast", json={"fast": True},
+                          headers={"X-Auth": TOKEN}, timeout=DEADLINE)
+        assert fast.status_code == 202
+        assert stored(guarded, "slowfast") == [{"fast": True, "domain": "slowfast"}]
+        conn.send(body[5:])
+        status, _, answer = conn.response()
+        assert status == 202, answer
+    finally:
+        conn.close()
+    assert stored(guarded, "slowfast") == [
+        {"fast": True, "domain": "slowfast"}, {"slow": True, "domain": "slowfast"}
+    ]

@@ -247,7 +247,4 @@ class IntentLog:
         self._records.clear()
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._clean = False
+        self._forget()

@@ -299,7 +299,7 @@ class NatsStore:
                     self._stream_ready = True
         except (asyncio.TimeoutError, APIError, nats.errors.Error) as exc:
             raise self._unavailable(
-                f"JetStream stream {self._stream} not reachable ({type(exc).__name__})"
+                f"JetStream stream {self._stream} not reachable ({type(exc).__name__}: {exc})"
             ) from exc
 
     # -- publishing ----------------------------------------------------------------------------

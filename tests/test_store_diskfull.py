@@ -24,10 +24,8 @@ from .store_checks import metric, stored_events
 @contextmanager
 def tiny_filesystem(mountpoint: Path, size: str = "512k") -> Iterator[Path]:
     mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mountpoint)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
+    mounted = _run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                    str(mountpoint)])
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}; "
                     "test_file_size_limit_gives_507_and_truncates covers the failing write")
@@ -35,6 +33,15 @@ def tiny_filesystem(mountpoint: Path, size: str = "512k") -> Iterator[Path]:
         yield mountpoint
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True, timeout=30)
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a system tool; a missing tool is a failed run (the test then skips, saying why)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        return subprocess.CompletedProcess(cmd, 127, "", f"{cmd[0]} is not installed "
+                                           "(scripts/test-deps.sh installs it)")
 
 
 def _fill(path: Path) -> None:
@@ -154,21 +161,18 @@ def ext4_on_a_device_that_fails_writeback(where: Path) -> Iterator[tuple[Path, P
     mountpoint.mkdir(parents=True)
     with tiny_filesystem(backing, size="6m"):
         image = backing / "disk.img"
-        os.truncate(image, 0) if image.exists() else image.touch()
+        image.touch()
         os.truncate(image, 32 * 1024 * 1024)
         steps = [["mkfs.ext4", "-q", "-F", str(image)],
                  ["losetup", "-f", "--show", str(image)]]
-        done = [subprocess.run(steps[0], capture_output=True, text=True, timeout=60,
-                               check=False)]
+        done = [_run(steps[0])]
         if done[0].returncode == 0:
-            done.append(subprocess.run(steps[1], capture_output=True, text=True, timeout=30,
-                                       check=False))
+            done.append(_run(steps[1]))
         if any(d.returncode != 0 for d in done):
             pytest.skip(f"no ext4 on a loop device here: {done[-1].stderr.strip()}")
         device = done[1].stdout.strip()
         try:
-            mounted = subprocess.run(["mount", device, str(mountpoint)], capture_output=True,
-                                     text=True, timeout=30, check=False)
+            mounted = _run(["mount", device, str(mountpoint)])
             if mounted.returncode != 0:
                 pytest.skip(f"cannot mount ext4 from {device}: {mounted.stderr.strip()}")
             try:

@@ -28,7 +28,8 @@ venv-dev: $(VENV)/.dev
 ## Create the venv, install, and run the service on $(PORT) (token from the env, .env, or `dev`).
 dev: venv
 	@token="$(TOKEN)"; LEITSTAND_TOKEN="$${token:-dev}" \
-	  exec $(VENV)/bin/uvicorn app:app --host 0.0.0.0 --port $(PORT) --no-access-log
+	  exec $(VENV)/bin/uvicorn app:app --host 0.0.0.0 --port $(PORT) --no-access-log \
+	    --http leitstand.headertimeout:HeaderTimeoutProtocol --no-proxy-headers
 
 ## Send one event to a running `make dev` and show the answer.
 ingest-test:

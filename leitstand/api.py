@@ -204,7 +204,6 @@ def ingest_errors(extra: dict[str, Any] | None = None) -> dict[int | str, dict[s
         401: _error("X-Auth missing, repeated or wrong.", rate),
         408: _error("The body was not complete within LEITSTAND_BODY_TIMEOUT (slow client); "
                     "the connection is closed.", rate),
-        409: _error("A request with the same Idempotency-Key is still being stored.", rate),
         413: _error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more events "
                     "than LEITSTAND_MAX_EVENTS.", rate),
         415: _error("Unsupported Content-Type or Content-Encoding.", rate),

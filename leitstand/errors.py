@@ -48,11 +48,6 @@ class NotFound(LeitstandError):
     reason = "not_found"
 
 
-class IdempotencyInFlight(LeitstandError):
-    status = 409
-    reason = "idempotency_in_flight"
-
-
 class BodyTimeout(LeitstandError):
     """The client did not send the whole body within LEITSTAND_BODY_TIMEOUT."""
 

@@ -217,6 +217,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     seconds = args.soak_minutes * 60 + 15
     samples: list[tuple[float, int]] = []
     load = machine.load_average()
+    commit = machine.git_commit(ROOT)
     print(f"soak: {kind.name}, 64 connections, 1 worker, {seconds:.0f} s, load {load}",
           flush=True)
     server = Server("app:app", workers=1, log_path=work / "server.log",
@@ -245,8 +246,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     at_1, at_n = rss_at(60), rss_at(args.soak_minutes * 60)
     return {
         "started": stamp.isoformat(timespec="seconds"), "load_average_start": load,
-        "machine": machine.describe(ROOT), "commit": machine.git_commit(ROOT),
-        "kind": kind.name, "connections": 64, "workers": 1,
+        "machine": machine.describe(ROOT), "commit": commit, "kind": kind.name,
+        "connections": 64, "workers": 1,
         "minutes": args.soak_minutes, "requests_per_second": result.ok_per_second,
         "p99_ms": result.p99_ms, "rss_mb_after_1_min": round(at_1, 1),
         "rss_mb_after_n_min": round(at_n, 1),

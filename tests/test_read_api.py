@@ -357,3 +357,29 @@ def test_domain_stats_read_only_what_was_appended(
         assert sum(read) == len(b'{"n": 2}\n')
     finally:
         os.close(dir_fd)
+
+
+async def test_lines_of_a_group_still_being_written_are_not_read(
+    client: httpx.AsyncClient, data_dir: Path
+) -> None:
+    """A writer holds the flock while its group is unsettled (it may yet be cut back after a
+    failed fsync): readers wait for it instead of handing out lines that may vanish."""
+    import fcntl
+
+    assert (await client.post("/v1/ingest?domain=settle", json={"n": 1})).status_code == 202
+    path = data_dir / "settle.jsonl"
+    before = path.stat().st_size
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b'{"n":"never acknowledged"}\n')
+        read = asyncio.ensure_future(client.get("/v1/events?domain=settle"))
+        await asyncio.sleep(0.3)
+        assert not read.done(), "the read did not wait for the writer's group"
+        os.ftruncate(fd, before)  # the group failed: cut back, as the store does
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        response = await asyncio.wait_for(read, 10)
+    finally:
+        os.close(fd)
+    assert response.status_code == 200
+    assert [orjson.loads(line)["n"] for line in response.content.splitlines()] == [1]

@@ -1,9 +1,10 @@
 """The read side of the JSONL store: whole lines from a cursor, and cheap per-domain stats.
 
-Readers never take the writers' flock. Every writer (this service, other workers, outside tools)
-appends whole `\\n`-terminated lines, so whatever lies before the last newline of a file is
-complete; a line still being written, or torn by a crash, lacks its newline and is left out
-until it is whole (the store cuts torn tails, never anything before the last newline).
+Readers never hold the writers' flock while they read. To learn how far the file is settled they
+take it shared for the instant of one `fstat` (waiting at most `SETTLE_WAIT` seconds for a writer's
+group to finish): bytes below that size belong to groups whose writers have finished — a group
+still being written, which a failed write, fsync or crash may yet cut back, lies beyond it. Of the
+settled bytes only whole `\\n`-terminated lines are handed out.
 
 A cursor is opaque to clients: url-safe base64 of a version byte, the file's inode and the byte
 offset just after a line. A cursor whose inode is not the file's any more (the file was rotated
@@ -17,10 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import fcntl
 import os
 import stat
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -77,6 +80,28 @@ def open_for_reading(name: str, dir_fd: int, domain: str) -> tuple[int, os.stat_
     return fd, st
 
 
+SETTLE_WAIT = 2.0
+_SETTLE_POLL = 0.002
+
+
+def settled_size(fd: int) -> int:
+    """The file's size at a moment when no writer holds its flock (or, if a writer holds it
+    longer than `SETTLE_WAIT`, the size now: a stuck outside writer must not stall reads)."""
+    deadline = time.monotonic() + SETTLE_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return os.fstat(fd).st_size
+            time.sleep(_SETTLE_POLL)
+            continue
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def read_batch(
     dir_fd: int, domain: str, *, cursor: str | None, limit: int, tail: int | None,
     max_bytes: int = MAX_BATCH_BYTES,
@@ -88,7 +113,7 @@ def read_batch(
         start_inode, offset = decode_cursor(cursor)
     fd, st = open_for_reading(data_file_name(domain), dir_fd, domain)
     try:
-        size = st.st_size
+        size = settled_size(fd)
         if tail is not None:
             end = _whole_lines_end(fd, size)
             offset = _start_of_last_lines(fd, end, tail)

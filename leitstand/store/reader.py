@@ -31,6 +31,7 @@ import orjson
 from ..domains import DATA_SUFFIX, data_file_name, normalize_domain
 from ..errors import BadCursor, InvalidDomain, NotFound
 from .base import Batch, DomainInfo
+from .files import partial_tail_start
 
 _BLOCK = 65536
 _CURSOR = struct.Struct(">BQQ")
@@ -115,7 +116,7 @@ def read_batch(
     try:
         size = settled_size(fd)
         if tail is not None:
-            end = _whole_lines_end(fd, size)
+            end = partial_tail_start(fd, size)
             offset = _start_of_last_lines(fd, end, tail)
             limit = tail
         elif start_inode is not None and (start_inode != st.st_ino or offset > size):
@@ -157,19 +158,6 @@ def _read_lines(
         buf = buf[start:]
         base += start
     return lines, ends
-
-
-def _whole_lines_end(fd: int, size: int) -> int:
-    """Offset just after the last newline before `size` (0 if there is none)."""
-    end = size
-    while end > 0:
-        start = max(0, end - _BLOCK)
-        block = os.pread(fd, end - start, start)
-        pos = block.rfind(b"\n")
-        if pos >= 0:
-            return start + pos + 1
-        end = start
-    return 0
 
 
 def _start_of_last_lines(fd: int, end: int, count: int) -> int:

@@ -43,6 +43,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import orjson
@@ -380,6 +381,55 @@ def consumer_config(settings: Settings, start: int | None = None) -> api.Consume
     )
 
 
+class Puller:
+    """Pull requests to the durable consumer, answered into one callback subscription.
+
+    nats-py's `fetch` spends a task and a timer on every message; this costs about a quarter
+    of that. All requests share one inbox, so a message that arrives after its request ended
+    is simply part of the next batch (the sink orders by stream sequence anyway)."""
+
+    def __init__(self, client: NatsClient, stream: str, consumer: str) -> None:
+        self._client = client
+        self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = client.new_inbox()
+        self._msgs: list[Msg] = []
+        self._ended = asyncio.Event()
+        self._want = 0
+        self._sub: Any = None
+
+    async def start(self) -> Puller:
+        self._sub = await self._client.subscribe(self._inbox, cb=self._on_message)
+        return self
+
+    async def _on_message(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None and msg.reply:
+            self._msgs.append(msg)
+        if status not in (None, "100") or len(self._msgs) >= self._want:
+            self._ended.set()  # 404 no messages, 408 expired, 409 ...: this request is over
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        """What is there now (up to `batch`); if nothing, wait up to `timeout` for the first."""
+        for request in ({"batch": batch, "no_wait": True},
+                        {"batch": batch, "expires": int(timeout * 1e9)}):
+            if not self._msgs:
+                self._want = batch if "no_wait" in request else 1
+                self._ended.clear()
+                await self._client.publish(self._subject, orjson.dumps(request),
+                                           reply=self._inbox)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._ended.wait(), timeout + 0.5)
+            if self._msgs:
+                msgs, self._msgs = self._msgs, []
+                return msgs
+        return []
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+
+
 class Sink:
     """Fetch from the durable consumer in stream order, write, fsync, then acknowledge."""
 
@@ -409,28 +459,27 @@ class Sink:
         self._client = connecting.result()
         try:
             js = self._client.jetstream(timeout=self._settings.nats_timeout)
-            sub = await self._subscribe(js, stop)
-            if sub is not None:
+            puller = await self._subscribe(js, stop)
+            if puller is not None:
                 log.info("sink: consuming %s as %s into %s, from sequence %d",
                          self._stream, self._settings.nats_consumer, self._data.path, self._next)
                 while not stop.is_set():
-                    await self._step(js, sub, stop)
+                    await self._step(js, puller, stop)
+                await puller.stop()
         finally:
             stopping.cancel()
             with contextlib.suppress(Exception):
                 await self._client.close()
 
-    async def _subscribe(
-        self, js: JetStreamContext, stop: asyncio.Event
-    ) -> JetStreamContext.PullSubscription | None:
+    async def _subscribe(self, js: JetStreamContext, stop: asyncio.Event) -> Puller | None:
+        assert self._client is not None
         delay = 0.1
         while not stop.is_set():
             try:
                 await ensure_stream(js, self._settings)
                 self._next = await self._anchor_consumer(js)
-                return await js.pull_subscribe_bind(
-                    durable=self._settings.nats_consumer, stream=self._stream
-                )
+                return await Puller(self._client, self._stream,
+                                    self._settings.nats_consumer).start()
             except (APIError, nats.errors.Error, asyncio.TimeoutError) as exc:
                 self._quiet.warning(f"sink: stream or consumer not reachable yet ({exc})")
                 await _sleep_unless(stop, delay)
@@ -464,11 +513,9 @@ class Sink:
             await js.add_consumer(self._stream, consumer_config(self._settings, floor + 1))
         return floor + 1
 
-    async def _step(
-        self, js: JetStreamContext, sub: JetStreamContext.PullSubscription, stop: asyncio.Event
-    ) -> None:
+    async def _step(self, js: JetStreamContext, puller: Puller, stop: asyncio.Event) -> None:
         try:
-            msgs = await sub.fetch(self._batch, timeout=1.0)
+            msgs = await puller.fetch(self._batch, timeout=1.0)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):
             msgs = []
         except (APIError, nats.errors.Error) as exc:

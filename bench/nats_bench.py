@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 
 from tests.nats_cluster import NatsCluster, SinkProcess
 
@@ -123,6 +124,63 @@ def run_case(work: Path, backend: str, kind: cases.Kind, connections: int,
     }
 
 
+def sink_alone(work: Path, events: int = 30_000) -> dict[str, Any]:
+    """The sink's own rate: `events` lines already in a one-node stream, written by the sink
+    code in this process (no HTTP, no ingest, no process start) until all are acknowledged."""
+    from leitstand.config import Settings
+    from leitstand.sink import DataDir, Sink
+    from leitstand.store.nats import ensure_stream
+
+    line = orjson_line()
+    load = machine.load_average()
+    cluster = NatsCluster(work / "sink-alone", size=1).start()
+    try:
+        settings = Settings(_env_file=None, token=TOKEN, data_dir=work / "sink-alone" / "data",  # type: ignore[call-arg]
+                            backend="nats", nats_url=cluster.urls, nats_replicas=1)
+
+        async def measure() -> float:
+            nc = await nats.connect(cluster.urls)
+            js = nc.jetstream()
+            await ensure_stream(js, settings)
+            for _ in range(0, events, 1000):
+                acks = [await js.publish_async(f"{STREAM}.{cases.DOMAIN}", line)
+                        for _ in range(1000)]
+                await asyncio.gather(*acks)
+            data = DataDir(settings.data_dir, fsync=True, lock_timeout=5.0)
+            stop = asyncio.Event()
+            started = time.monotonic()
+            task = asyncio.ensure_future(Sink(settings, data).run(stop))
+            while True:
+                try:
+                    info = await js.consumer_info(STREAM, CONSUMER)
+                    if info.ack_floor and info.ack_floor.stream_seq >= events:
+                        break
+                except nats.errors.Error:
+                    pass
+                await asyncio.sleep(0.02)
+            seconds = time.monotonic() - started
+            stop.set()
+            await task
+            data.close()
+            await nc.close()
+            return seconds
+
+        seconds = asyncio.run(measure())
+        written = (settings.data_dir / f"{cases.DOMAIN}.jsonl").read_bytes()
+        verified = written == line * events
+    finally:
+        cluster.stop()
+    return {"events": events, "seconds": round(seconds, 2),
+            "events_per_second": events / seconds, "verified": verified,
+            "load_average_before": load}
+
+
+def orjson_line() -> bytes:
+    import orjson
+
+    return orjson.dumps(cases.KINDS["ndjson100"].stored()[0]) + b"\n"
+
+
 def markdown(run: dict[str, Any]) -> str:
     m = run["machine"]
     lines = [
@@ -170,6 +228,16 @@ def markdown(run: dict[str, Any]) -> str:
             f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
             f"{row['ingest_cpu_percent']:.0f} | {row['sink_drain_seconds']:.1f} | {check} |"
         )
+    alone = run.get("sink_alone")
+    if alone:
+        lines_after += [
+            "",
+            f"The sink alone (`sink_alone`: {alone['events']:,} events already in a one-node "
+            f"stream, the sink code in-process, until all are acknowledged): "
+            f"{alone['events_per_second']:,.0f} events/s ({alone['seconds']} s, file "
+            f"{'checked, ok' if alone['verified'] else '**wrong**'}; load average before "
+            f"{alone['load_average_before'][0]:.2f}).",
+        ]
     return "\n".join(lines + lines_after) + "\n"
 
 
@@ -228,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen["verified"] = all(r["verified"] for r in rows)
         chosen["problem"] = next((r["problem"] for r in rows if r["problem"]), None)
         run["cases"].append(chosen)
+    run["sink_alone"] = sink_alone(work)
+    print(f"sink alone: {run['sink_alone']['events_per_second']:,.0f} events/s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     run["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run["load_average_end"] = machine.load_average()

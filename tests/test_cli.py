@@ -21,7 +21,7 @@ import pytest
 from leitstand.client import Client
 
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess, free_port
+from .server import ROOT, ServerProcess, free_port, stop_process_group
 
 LEITSTAND = Path(sys.executable).parent / "leitstand"  # the console script pip installed
 
@@ -239,13 +239,7 @@ def test_serve_runs_the_service(tmp_path: Path) -> None:
             answer = silent.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408 ")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
+        stop_process_group(proc)
         log.close()
     # uvicorn shuts down gracefully on SIGTERM, then exits with that signal's status
     assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()

@@ -9,7 +9,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import orjson
 import pytest
 
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess, free_port
+from .server import ROOT, ServerProcess, free_port, stop_process_group
 
 ACCESS = re.compile(
     r"\S+ \S+ INFO leitstand\.access request_id=(?P<id>\S+) client=\S+ method=(?P<method>\S+) "
@@ -181,13 +180,7 @@ def test_make_dev_serves_the_readme_example(tmp_path) -> None:
         assert (tmp_path / "data" / "aussen.jsonl").read_bytes() == (
             b'{"event":"demo","status":"ok","domain":"aussen"}\n')
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
+        stop_process_group(proc)
         log.close()
 
 

@@ -1,9 +1,12 @@
 """`leitstand sink`: write the JetStream stream into the per-domain JSONL files, exactly once.
 
 The sink is a durable pull consumer (`LEITSTAND_NATS_CONSUMER`) of the stream the ingest nodes
-publish to. It writes each event's line into `<data-dir>/<domain>.jsonl` exactly as the embedded
+publish to. Each message is one accepted batch: its payload is the batch's lines, each
+`\n`-terminated. The sink writes them into `<data-dir>/<domain>.jsonl` exactly as the embedded
 store does (same names, same bytes, `flock(LOCK_EX)` on the data file, `fdatasync`, a torn tail
 cut into `.leitstand/<stem>.quarantine`), and acknowledges a message only after that fsync.
+A message is the unit of everything below: its lines go into the file in one write together
+with the messages around it, and are applied (or skipped) as a whole, never in part.
 
 Exactly once. Per domain, `.leitstand/<stem>.seq` holds one JSON line per write:
 `{"q": last stream sequence written, "s": offset, "n": length, "h": sha256, "i": inode}`. The
@@ -73,6 +76,10 @@ HELPER_DIR = ".leitstand"
 LOCK_NAME = "sink.lock"
 _LOCK_POLL = 0.025
 _COMPACT_LINES = 1024
+# A pull request's byte budget: messages are whole batches (up to the server's max_payload,
+# at most 64 MB), so the message count alone would not bound the sink's memory. Above the
+# largest possible message, so a single one always fits.
+_PULL_MAX_BYTES = 80 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +136,8 @@ class DomainSink:
         return self.last.seq if self.last else 0
 
     def apply(self, items: list[tuple[int, bytes]]) -> int:
-        """Append the lines of `items` (stream sequence, line) not yet applied; durable on
-        return. Returns how many lines were written."""
+        """Append the messages of `items` (stream sequence, the message's lines) not yet
+        applied, all in one write; durable on return. Returns how many lines were written."""
         if self._fd is None:
             self._fd, _ = open_append(self.name, self._dir_fd)
             self._dir_synced = False
@@ -149,8 +156,9 @@ class DomainSink:
                          "not writing them again", self.name, len(items) - len(new), self.applied)
             if not new:
                 return 0
-            self._write(items[-1][0], b"".join(new), size)
-            return len(new)
+            payload = b"".join(new)
+            self._write(items[-1][0], payload, size)
+            return payload.count(b"\n")
         except OSError as exc:
             raise storage_error(exc, f"cannot store events for {self.domain}") from exc
         finally:
@@ -352,7 +360,8 @@ class DataDir:
         return sink
 
     def apply(self, run: list[tuple[int, str, bytes]]) -> int:
-        """Write a run of (sequence, domain, line) in stream order; durable on return."""
+        """Write a run of (sequence, domain, lines) in stream order; durable on return.
+        Returns how many lines were written."""
         by_domain: dict[str, list[tuple[int, bytes]]] = {}
         for seq, domain, line in run:
             by_domain.setdefault(domain, []).append((seq, line))
@@ -410,8 +419,9 @@ class Puller:
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """What is there now (up to `batch`); if nothing, wait up to `timeout` for the first."""
-        for request in ({"batch": batch, "no_wait": True},
-                        {"batch": batch, "expires": int(timeout * 1e9)}):
+        for request in ({"batch": batch, "max_bytes": _PULL_MAX_BYTES, "no_wait": True},
+                        {"batch": batch, "max_bytes": _PULL_MAX_BYTES,
+                         "expires": int(timeout * 1e9)}):
             if not self._msgs:
                 self._want = batch if "no_wait" in request else 1
                 self._ended.clear()
@@ -604,8 +614,10 @@ def _domain(stream: str, subject: str, data: bytes) -> str | None:
         domain = normalize_domain(raw) if raw is not None else None
     except InvalidDomain:
         domain = None
-    if domain is None or domain != raw or not data.endswith(b"\n") or data.count(b"\n") != 1:
-        log.error("sink: skipping a message on %s that is not a leitstand event", subject)
+    # A batch: one or more non-empty lines, each `\n`-terminated.
+    if (domain is None or domain != raw or not data.endswith(b"\n") or data.startswith(b"\n")
+            or b"\n\n" in data):
+        log.error("sink: skipping a message on %s that is not a leitstand batch", subject)
         return None
     return domain
 

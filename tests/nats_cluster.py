@@ -21,6 +21,9 @@ from pathlib import Path
 import httpx
 
 _used: set[int] = set()
+# As the README's cluster config: a stored batch (one message) may exceed the server's 1 MB
+# default, since every event gains its `domain` field.
+MAX_PAYLOAD = 8 * 1024 * 1024
 
 
 def free_port() -> int:
@@ -54,8 +57,10 @@ def nats_server_binary() -> str:
 
 
 class NatsNode:
-    def __init__(self, name: str, root: Path, routes: list[int] | None, sync: str | None) -> None:
+    def __init__(self, name: str, root: Path, routes: list[int] | None, sync: str | None,
+                 max_payload: int = MAX_PAYLOAD) -> None:
         self.name = name
+        self.max_payload = max_payload
         self.port = free_port()
         self.cluster_port = free_port() if routes is not None else None
         self.monitor_port = free_port()
@@ -77,6 +82,7 @@ class NatsNode:
 server_name: {self.name}
 listen: 127.0.0.1:{self.port}
 http: 127.0.0.1:{self.monitor_port}
+max_payload: {self.max_payload}
 jetstream {{
     store_dir: "{self.store_dir}"
     max_memory_store: 64MB
@@ -143,12 +149,15 @@ cluster {{
 
 class NatsCluster:
     """`size` nats-server processes; with size > 1 they form one JetStream cluster.
-    `sync`: the servers' `sync_interval` (e.g. `always`), None for the server default."""
+    `sync`: the servers' `sync_interval` (e.g. `always`), None for the server default;
+    `max_payload`: the largest message (one stored batch) in bytes."""
 
-    def __init__(self, root: Path, size: int = 3, *, sync: str | None = None) -> None:
+    def __init__(self, root: Path, size: int = 3, *, sync: str | None = None,
+                 max_payload: int = MAX_PAYLOAD) -> None:
         clustered = size > 1
         self.nodes = [
-            NatsNode(f"n{i + 1}", root, [] if clustered else None, sync) for i in range(size)
+            NatsNode(f"n{i + 1}", root, [] if clustered else None, sync, max_payload)
+            for i in range(size)
         ]
         route_ports = [n.cluster_port for n in self.nodes if n.cluster_port is not None]
         for node in self.nodes:

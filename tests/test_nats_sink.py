@@ -14,7 +14,7 @@ import pytest
 
 from leitstand.config import Settings
 from leitstand.domains import data_file_name
-from leitstand.sink import DataDir, DomainSink, Mark, Sink
+from leitstand.sink import DataDir, DomainSink, Mark, Sink, _domain
 
 from .conftest import TOKEN
 from .nats_cluster import NatsCluster, SinkProcess
@@ -85,6 +85,35 @@ def test_killed_mid_write_cuts_the_torn_group_and_writes_it_once(
     assert (tmp_path / "aussen.jsonl").read_bytes() == b"".join(LINES[:3])
     quarantine = (tmp_path / ".leitstand" / "aussen.quarantine").read_bytes()
     assert quarantine.startswith(torn)
+
+
+def test_a_message_of_several_lines_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A message is a batch: killed after its first line reached the file, the sink cuts that
+    complete line too and writes the whole message again (and counts its lines)."""
+    sink = sink_for(tmp_path)
+    assert sink.apply([(1, LINES[0])]) == 1
+    crash(sink)
+    batch = LINES[1] + LINES[2] + LINES[3]
+    plant_mark(tmp_path, 2, batch)
+    with open(tmp_path / "aussen.jsonl", "ab") as f:
+        f.write(batch[:len(LINES[1]) + 5])  # one whole line of the batch and a torn one
+    again = sink_for(tmp_path)
+    assert again.apply([(2, batch), (3, LINES[4])]) == 4
+    assert (tmp_path / "aussen.jsonl").read_bytes() == b"".join(LINES)
+    quarantine = (tmp_path / ".leitstand" / "aussen.quarantine").read_bytes()
+    assert quarantine.startswith(LINES[1])
+    crash(again)
+    third = sink_for(tmp_path)  # redelivered after a crash before the ack: nothing twice
+    assert third.apply([(2, batch), (3, LINES[4])]) == 0
+    assert (tmp_path / "aussen.jsonl").read_bytes() == b"".join(LINES)
+
+
+def test_only_batches_of_whole_lines_are_written() -> None:
+    assert _domain("s", "s.aussen", LINES[0] + LINES[1]) == "aussen"
+    assert _domain("s", "s.aussen", LINES[0]) == "aussen"
+    for data in (b"", LINES[0][:-1], LINES[0] + b"\n", b"\n" + LINES[0], LINES[0] + b"{"):
+        assert _domain("s", "s.aussen", data) is None
+    assert _domain("s", "s.Aussen", LINES[0]) is None
 
 
 def test_a_torn_line_of_another_writer_goes_to_quarantine(tmp_path: Path) -> None:

@@ -1,16 +1,24 @@
-"""The nats backend: stateless ingest nodes publish every event to a NATS JetStream stream.
+"""The nats backend: stateless ingest nodes publish every batch to a NATS JetStream stream.
 
-Each accepted event becomes one message on subject `<stream>.<domain>` whose payload is the
-stored line (the same bytes the embedded store would append). Domains are normalised FQDNs, so
-their dots simply become further subject tokens and `<stream>.>` captures all of them; the sink
-(`leitstand/sink.py`) maps a subject back to its domain by cutting the prefix.
+A request's batch becomes ONE message on subject `<stream>.<domain>`: its payload is the batch's
+stored lines concatenated, each `\n`-terminated (the same bytes the embedded store would
+append), with `Leitstand-Count: <events>`. So a batch is all-or-nothing here too: JetStream
+stores the message or it does not, and the sink (`leitstand/sink.py`) writes a message's lines
+as one unit. Domains are normalised FQDNs, so their dots simply become further subject tokens
+and `<stream>.>` captures all of them; the sink maps a subject back to its domain by cutting
+the prefix.
 
-A request is answered 2xx only after JetStream acknowledged every one of its events. With an
-`Idempotency-Key`, event `i` is published with `Nats-Msg-Id: <domain>:<i>:<key>`, so JetStream's
-duplicate window drops a retry, whichever ingest node it reaches; the first event also carries the
-request's fingerprint, which tells a replay (same body: the normal answer) from a conflict (422).
-Only keyed publishes are repeated after a lost acknowledgement; a keyless request whose
-acknowledgement did not come in time gets a 503 and may still have been (partly) stored.
+A request is answered 2xx only after JetStream acknowledged its message. With an
+`Idempotency-Key`, the message carries `Nats-Msg-Id: <domain>:<key>`, so JetStream's duplicate
+window drops a retry, whichever ingest node it reaches; it also carries the request's
+fingerprint, which tells a replay (same body: the normal answer) from a conflict (422). Only a
+keyed publish is repeated after a lost acknowledgement; a keyless request whose acknowledgement
+did not come in time gets a 503 and may still have been stored (as a whole).
+
+Size: a message may not exceed the server's `max_payload` (nats-server's default is 1 MB; the
+documented cluster config sets 8 MB, enough for a maximal body plus the `domain` field added
+to each of `LEITSTAND_MAX_EVENTS` events). A batch that is larger as stored gets 413 and
+nothing is published.
 """
 
 from __future__ import annotations
@@ -188,34 +196,34 @@ class NatsStore:
     async def append(
         self, domain: str, lines: list[bytes], idempotency: Idempotency | None = None
     ) -> AppendResult:
-        """Publish `lines` as one message each; return once JetStream acknowledged all of them."""
+        """Publish `lines` as one message; return once JetStream acknowledged it."""
         deadline = _now() + self._timeout
         js = await self._jetstream(deadline)
-        subject = subject_for(self._stream, domain)
-        if idempotency is None:
-            await self._publish(js, subject, lines, [None] * len(lines), deadline)
-            self._metrics.stored(domain, len(lines), sum(map(len, lines)))
-            return AppendResult(len(lines))
-        first_headers = {
-            **_msg_id(domain, 0, idempotency.key),
-            FINGERPRINT_HEADER: idempotency.fingerprint,
-            COUNT_HEADER: str(len(lines)),
-        }
-        first = (await self._publish(js, subject, lines[:1], [first_headers], deadline))[0]
-        accepted = len(lines)
-        if first.duplicate:
-            accepted = await self._check_replay(js, first.seq, idempotency, accepted, deadline)
-        acks = await self._publish(
-            js, subject, lines[1:],
-            [_msg_id(domain, i, idempotency.key) for i in range(1, len(lines))], deadline,
-        )
-        if first.duplicate:
+        payload = b"".join(lines)
+        headers = {COUNT_HEADER: str(len(lines))}
+        if idempotency is not None:
+            headers[MSG_ID_HEADER] = f"{domain}:{idempotency.key}"
+            headers[FINGERPRINT_HEADER] = idempotency.fingerprint
+        self._check_size(len(lines), payload, headers)
+        ack = await self._publish(js, subject_for(self._stream, domain), payload, headers,
+                                  deadline)
+        if ack.duplicate and idempotency is not None:
+            accepted = await self._check_replay(js, ack.seq, idempotency, len(lines), deadline)
             self._metrics.duplicates.inc()
             return AppendResult(accepted, replayed=True)
-        new = [line for line, ack in zip(lines[1:], acks, strict=True) if not ack.duplicate]
-        new.append(lines[0])
-        self._metrics.stored(domain, len(new), sum(map(len, new)))
-        return AppendResult(accepted)
+        self._metrics.stored(domain, len(lines), len(payload))
+        return AppendResult(len(lines))
+
+    def _check_size(self, events: int, payload: bytes, headers: dict[str, str]) -> None:
+        """The server refuses (and drops the connection for) a message above its max_payload,
+        headers included: refuse such a batch before anything is sent."""
+        limit = self._client.max_payload if self._client is not None else 0
+        size = len(payload) + _headers_size(headers)
+        if limit and size > limit:
+            raise PayloadTooLarge(
+                f"batch too large for the NATS backend: {events} events are {size} bytes as "
+                f"stored, the NATS server's max_payload is {limit} bytes"
+            )
 
     # The read side serves the sink's files: LEITSTAND_DATA_DIR must be the sink's directory
     # (same host or a shared volume); events show up there once the sink has written them.
@@ -307,17 +315,16 @@ class NatsStore:
         self,
         js: JetStreamContext,
         subject: str,
-        lines: list[bytes],
-        headers: list[dict[str, str] | None],
+        payload: bytes,
+        headers: dict[str, str],
         deadline: float,
-    ) -> list[api.PubAck]:
-        """Publish one message per line and wait for all acks. A message with an id is repeated
-        after a lost ack (JetStream drops the copy); one without only when it surely did not
-        reach the stream. All messages go out at once over one shared reply subscription."""
-        acks: list[api.PubAck | None] = [None] * len(lines)
-        todo = list(range(len(lines)))
+    ) -> api.PubAck:
+        """Publish one message and wait for its ack. A message with an id is repeated after a
+        lost ack (JetStream drops the copy); one without only when it surely did not reach the
+        stream."""
+        keyed = MSG_ID_HEADER in headers
         delay = _BACKOFF_FIRST
-        while todo:
+        while True:
             left = deadline - _now()
             if left <= 0:
                 raise self._unavailable("NATS JetStream did not acknowledge in time")
@@ -325,56 +332,37 @@ class NatsStore:
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            sent: dict[int, asyncio.Future[api.PubAck]] = {}
-
-            async def send_all(todo: list[int] = todo, sent: dict[int, Any] = sent) -> None:
-                for i in todo:
-                    sent[i] = await js.publish_async(
-                        subject, lines[i], headers=dict(headers[i]) if headers[i] else None
-                    )
-
+            future: asyncio.Future[api.PubAck] | None = None
             try:
-                # One bound for the whole loop (publish_async waits while too many are in
-                # flight); a timeout per message would cost a task each.
-                await asyncio.wait_for(send_all(), left)
+                future = await asyncio.wait_for(
+                    js.publish_async(subject, payload, headers=dict(headers)), left
+                )
             except nats.errors.MaxPayloadError as exc:
-                _cancel(sent.values())
-                raise PayloadTooLarge("event larger than the NATS server's max_payload") from exc
+                raise PayloadTooLarge("batch larger than the NATS server's max_payload") from exc
             except (TooManyStalledMsgsError, *_AMBIGUOUS) as exc:
-                log.debug("publishing to %s stopped: %s", subject, exc)  # the rest was not sent
-            if sent:
-                # Keyed messages get several tries within the deadline (a leader may just have
-                # died); a lost ack of a keyless one ends the request.
+                log.debug("publishing to %s stopped: %s", subject, exc)  # not sent
+            if future is not None:
+                # A keyed message gets several tries within the deadline (a leader may just
+                # have died); a lost ack of a keyless one ends the request.
                 attempt = max(1.0, self._timeout / 3)
-                await asyncio.wait(sent.values(), timeout=min(max(0.001, deadline - _now()),
-                                                              attempt))
-            retry = [i for i in todo if i not in sent]
-            for i, future in sent.items():
+                await asyncio.wait([future], timeout=min(max(0.001, deadline - _now()), attempt))
                 outcome = _outcome(future)
                 if isinstance(outcome, api.PubAck):
-                    acks[i] = outcome
-                    continue
-                # A refusal (no stream leader listening during an election, an API error) stored
-                # nothing; anything else (no ack in time) may have stored the message.
-                if not isinstance(outcome, (NoStreamResponseError, APIError)) and not (
-                    headers[i] and MSG_ID_HEADER in headers[i]  # type: ignore[operator]
-                ):
-                    _cancel(sent.values())
+                    return outcome
+                # A refusal (no stream leader listening during an election, an API error)
+                # stored nothing; anything else (no ack in time) may have stored the message.
+                if not isinstance(outcome, (NoStreamResponseError, APIError)) and not keyed:
                     raise self._unavailable(
                         f"NATS JetStream did not acknowledge in time ({type(outcome).__name__})"
                     )
-                retry.append(i)
-            todo = sorted(retry)
-            if todo:
-                await asyncio.sleep(min(delay, max(0.0, deadline - _now())))
-                delay = min(delay * 2, _BACKOFF_MAX)
-        return [ack for ack in acks if ack is not None]
+            await asyncio.sleep(min(delay, max(0.0, deadline - _now())))
+            delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _check_replay(
         self, js: JetStreamContext, seq: int, idempotency: Idempotency, accepted: int,
         deadline: float,
     ) -> int:
-        """The first event was a duplicate: same body (→ its event count) or a conflict."""
+        """The message was a duplicate: same body (→ its event count) or a conflict."""
         try:
             original = await asyncio.wait_for(
                 js.get_msg(self._stream, seq), _left(deadline)
@@ -406,14 +394,9 @@ def _outcome(future: asyncio.Future[api.PubAck]) -> api.PubAck | BaseException:
     return future.exception() or future.result()
 
 
-def _cancel(futures: Any) -> None:
-    for future in futures:
-        if not future.done():
-            future.cancel()
-
-
-def _msg_id(domain: str, index: int, key: str) -> dict[str, str]:
-    return {MSG_ID_HEADER: f"{domain}:{index}:{key}"}
+def _headers_size(headers: dict[str, str]) -> int:
+    """The bytes of the NATS header block (`NATS/1.0\r\n`, `Key: value\r\n` each, `\r\n`)."""
+    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
 
 
 def _now() -> float:

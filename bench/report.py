@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,21 @@ def markdown_table(run: dict[str, Any]) -> str:
     out = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def pair_http_ratios(run: dict[str, Any]) -> None:
+    """Single-event and legacy cases: the ratio to the HTTP floor measured just before them in
+    the same repeat, per repeat, and their median as `floor_ratio` (runs are listed in order)."""
+    for row in run["cases"]:
+        if row.get("floor") != "http":
+            continue
+        floor = run["http_floors"][f"c{row['connections']}-w{row['workers']}"]
+        pairs = zip(row.get("runs_requests_per_second", []),
+                    floor.get("runs_requests_per_second", []), strict=False)
+        ratios = [rps / floor_rps for rps, floor_rps in pairs if floor_rps]
+        if ratios:
+            row["floor_ratio_runs"] = [round(r, 3) for r in ratios]
+            row["floor_ratio"] = statistics.median(ratios)
 
 
 def _case(run: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -185,6 +201,7 @@ def write_doc(bench: Path) -> None:
     run = json.loads((bench / "latest.json").read_text())
     soak_path = bench / "latest-soak.json"
     soak = json.loads(soak_path.read_text()) if soak_path.exists() else None
+    pair_http_ratios(run)
     run["targets"] = check_targets(run, soak)
     chart(run, DOCS / "benchmarks.png")
     m = run["machine"]
@@ -223,6 +240,8 @@ def write_doc(bench: Path) -> None:
         "the same uvicorn, same wrk settings, same workers and connections, measured in this "
         "run); NDJSON cases against the disk floor (a plain Python loop of `write()` + "
         "`fdatasync()` per 100 lines, same directory, mean of a run before and after the cases).",
+        "- With several runs per case, `vs floor` for single-event and legacy cases is the "
+        "median of the per-run ratios (each run against the HTTP floor measured just before it).",
         "- `file check`: after each case the data file must hold only whole, correct batches, "
         "and their number must be at least the 2xx answers wrk counted and at most that plus "
         "the connections (one request per connection may have been in flight when wrk stopped).",

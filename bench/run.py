@@ -195,6 +195,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         else:
             row["floor"] = "disk"
             row["floor_ratio"] = row["events_per_second"] / disk_lines
+    report.pair_http_ratios({"cases": rows, "http_floors": http_floors})
     info.update({
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_average_end": machine.load_average(),

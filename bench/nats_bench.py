@@ -198,7 +198,8 @@ def markdown(run: dict[str, Any]) -> str:
         "",
         "- `jsonl`: one worker, `LEITSTAND_FSYNC=always`.",
         "- `nats`: one ingest worker, 3 `nats-server` (stream with 3 replicas, default "
-        "`sync_interval`), `leitstand sink`; each request's batch is one JetStream message; a 2xx waits for its publish ack.",
+        "`sync_interval`), `leitstand sink`; each request's batch is one JetStream message; "
+        "a 2xx waits for its publish ack.",
         "- `nats-sync-always`: the same with `sync_interval: always` (every ack after fsync).",
         "- `drain s`: after wrk stopped, until the sink had written and acknowledged everything; "
         "`file check`: the sink's (or the jsonl) file holds only whole, correct batches, at least "

@@ -81,3 +81,28 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield proc.start()
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start real servers (ServerProcess keyword arguments; `data_dir` defaults to a fresh
+    one); every one is stopped by its PID afterwards."""
+    started: list[ServerProcess] = []
+
+    def run(**kwargs: Any) -> ServerProcess:
+        data_dir = kwargs.pop("data_dir", tmp_path / f"data{len(started)}")
+        proc = ServerProcess(data_dir, **kwargs)
+        started.append(proc)
+        return proc.start()
+
+    try:
+        yield run
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture
+def start(start_server: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
+    """Short name for `start_server`."""
+    return start_server

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from .server import ChildProcess
 
 _used: set[int] = set()
 # As the README's cluster config: a stored batch (one message) may exceed the server's 1 MB
@@ -56,7 +57,7 @@ def nats_server_binary() -> str:
     return found
 
 
-class NatsNode:
+class NatsNode(ChildProcess):
     def __init__(self, name: str, root: Path, routes: list[int] | None, sync: str | None,
                  max_payload: int = MAX_PAYLOAD) -> None:
         self.name = name
@@ -101,14 +102,7 @@ cluster {{
         self.config.write_text(text)
 
     def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in kill()/stop()
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(self.config)],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        self.spawn([nats_server_binary(), "-c", str(self.config)])
 
     def healthy(self) -> bool:
         try:
@@ -116,35 +110,6 @@ cluster {{
                              timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def kill9(self) -> None:
-        if self.running():
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self._close_log()
-
-    def stop(self) -> None:
-        if self.running():
-            assert self.proc is not None
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        log = getattr(self, "_log", None)
-        if log is not None and not log.closed:
-            log.close()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
 
 
 class NatsCluster:
@@ -211,7 +176,7 @@ class NatsCluster:
         self.stop()
 
 
-class SinkProcess:
+class SinkProcess(ChildProcess):
     """`python -m leitstand.sink` as a process: started, stopped or killed (-9) by PID."""
 
     def __init__(self, data_dir: Path, env: dict[str, str], log_path: Path) -> None:
@@ -225,11 +190,9 @@ class SinkProcess:
                if not k.startswith("LEITSTAND_") and k != "LOG_LEVEL"}
         env.update({"LEITSTAND_TOKEN": "unused-by-the-sink",
                     "LEITSTAND_DATA_DIR": str(self.data_dir), **self.env})
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in kill9()/stop()
-        start_size = self.log_path.stat().st_size
-        self.proc = subprocess.Popen([sys.executable, "-m", "leitstand.sink"], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        start_size = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.spawn([sys.executable, "-m", "leitstand.sink"], env=env)
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while b"sink: consuming" not in self.log_path.read_bytes()[start_size:]:
             if self.proc.poll() is not None:
@@ -239,30 +202,3 @@ class SinkProcess:
                 raise TimeoutError(f"sink not consuming within {timeout}s: {self.log()}")
             time.sleep(0.05)
         return self
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self._close_log()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        log = getattr(self, "_log", None)
-        if log is not None and not log.closed:
-            log.close()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""

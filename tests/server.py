@@ -34,7 +34,47 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> 
         proc.wait(timeout=timeout)
 
 
-class ServerProcess:
+class ChildProcess:
+    """A child process in its own session, its output appended to `log_path`; stopped or
+    killed (-9) by its PID, together with anything it started."""
+
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, cmd: list[str], **popen: object) -> subprocess.Popen[bytes]:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill9()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, **popen)  # type: ignore[call-overload]
+        return self.proc
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        """SIGKILL the whole process group, like a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._close_log()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+
+class ServerProcess(ChildProcess):
     """A uvicorn process serving `app:app` from the repo root. Always stopped by its PID."""
 
     def __init__(
@@ -84,9 +124,7 @@ class ServerProcess:
         if self.cwd is not None:
             cmd += ["--app-dir", str(ROOT)]
         cmd += self.args
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=self.cwd or ROOT, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.spawn(cmd, cwd=self.cwd or ROOT, env=env)
         self.wait_ready(timeout)
         return self
 
@@ -104,30 +142,6 @@ class ServerProcess:
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"server not ready within {timeout}s: {self.log()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def kill9(self) -> None:
-        """SIGKILL the whole process group (uvicorn and its workers), like a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self._close_log()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        stop_process_group(self.proc, timeout)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        log = getattr(self, "_log", None)
-        if log is not None and not log.closed:
-            log.close()
 
     def __enter__(self) -> ServerProcess:
         return self.start() if self.proc is None else self

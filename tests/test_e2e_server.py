@@ -30,24 +30,6 @@ ACCESS = re.compile(
 )
 
 
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start real servers with extra settings; every one is stopped by its PID afterwards."""
-    started: list[ServerProcess] = []
-
-    def run(**kwargs: object) -> ServerProcess:
-        data_dir = kwargs.pop("data_dir", tmp_path / f"data{len(started)}")
-        proc = ServerProcess(data_dir, **kwargs)  # type: ignore[arg-type]
-        started.append(proc)
-        return proc.start()
-
-    try:
-        yield run
-    finally:
-        for proc in started:
-            proc.stop()
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Iterator[ServerProcess]:
     """One server for the tests that only add to their own domain (server start is slow)."""

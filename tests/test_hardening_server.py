@@ -9,7 +9,6 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import orjson
@@ -23,23 +22,17 @@ BODY_TIMEOUT = 1.5  # LEITSTAND_BODY_TIMEOUT for the servers of this module
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start real servers; each is stopped by its PID afterwards."""
-    started: list[ServerProcess] = []
+def start(
+    start_server: Callable[..., ServerProcess],
+) -> Callable[..., ServerProcess]:
+    """Real servers with this module's body deadline (and optionally more settings)."""
 
     def run(env: dict[str, str] | None = None, token: str = TOKEN) -> ServerProcess:
-        proc = ServerProcess(
-            tmp_path / f"data{len(started)}", token=token,
-            env={"LEITSTAND_BODY_TIMEOUT": str(BODY_TIMEOUT), **(env or {})},
+        return start_server(
+            token=token, env={"LEITSTAND_BODY_TIMEOUT": str(BODY_TIMEOUT), **(env or {})}
         )
-        started.append(proc)
-        return proc.start()
 
-    try:
-        yield run
-    finally:
-        for proc in started:
-            proc.stop()
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from .errors import BadRequest, BodyTimeout, Unauthorized
 from .events import Hub
 from .metrics import Metrics
 from .ratelimit import RateLimiter, RateState
+from .schemas import Schemas
 from .store import Idempotency, Store
 
 # The first release deprecates the legacy route; it is removed six months later.
@@ -46,6 +47,7 @@ class Service:
     metrics: Metrics
     tokens: tuple[bytes, ...]
     hub: Hub = field(default_factory=Hub)  # wakes stream clients after an ack (events.py)
+    schemas: Schemas | None = None  # LEITSTAND_SCHEMA_DIR; None: events are not checked
 
 
 def service(request: Request) -> Service:
@@ -105,7 +107,8 @@ async def read_events(request: Request, domain_param: str | None) -> tuple[str, 
             headers={"Connection": "close"},
         ) from exc
     batch = encode_events(
-        body, kind, domain_param=domain_param, max_events=svc.settings.max_events
+        body, kind, domain_param=domain_param, max_events=svc.settings.max_events,
+        check=None if svc.schemas is None else svc.schemas.check,
     )
     return batch.domain, batch.lines
 
@@ -207,7 +210,10 @@ def ingest_errors(extra: dict[str, Any] | None = None) -> dict[int | str, dict[s
         413: _error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more events "
                     "than LEITSTAND_MAX_EVENTS.", rate),
         415: _error("Unsupported Content-Type or Content-Encoding.", rate),
-        422: _error("Idempotency-Key already used with a different body.", rate),
+        422: _error("Events do not match their domain's JSON Schema (LEITSTAND_SCHEMA_DIR; "
+                    "nothing of the batch is stored): `errors` lists the first 20 errors "
+                    "(`index`, `path`, `message`), `error_count` counts all. Or: "
+                    "Idempotency-Key already used with a different body (`detail` only).", rate),
         429: _error("Rate limit for this client IP exceeded (counted across all ingest routes, "
                     "before auth).", {**rate, **_RETRY_AFTER}),
         500: _error("The domain's data file is not a regular file (e.g. a planted symlink), or "

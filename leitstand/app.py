@@ -27,6 +27,8 @@ from .ratelimit import RateLimiter
 from .read_api import ReadSide
 from .read_api import router as read_router
 from .rejections import Rejections
+from .schemas import open_schemas
+from .schemas.routes import router as schema_router
 from .store import open_store
 
 log = logging.getLogger("leitstand")
@@ -47,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     # is busy. 0.5 ms: about 1.6-2x the durable single-event throughput (bench/notes.md).
     sys.setswitchinterval(_SWITCH_INTERVAL)
     metrics = Metrics()
+    schemas = open_schemas(settings.schema_dir, metrics)  # a broken file: refuses to start
     store = open_store(settings, metrics)
     svc = Service(
         settings=settings,
@@ -54,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
         limiter=RateLimiter(settings.rate_limit, settings.trusted_proxies),
         metrics=metrics,
         tokens=settings.token_bytes(),
+        schemas=schemas,
     )
 
     @asynccontextmanager
@@ -61,6 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
         log.info("leitstand %s storing in %s (fsync=%s)", __version__,
                  settings.data_dir.resolve(), settings.fsync)
         close_streams_on_exit_signals(svc.hub)  # else open streams stall a graceful shutdown
+        if schemas is not None:
+            schemas.reload_on_sighup()
         # The lifespan state reaches uvicorn's connections: leitstand.headertimeout reads it.
         yield {HEADER_TIMEOUT_KEY: settings.header_timeout}
         await store.close()
@@ -83,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(read_router)
+    app.include_router(schema_router)
     install_error_boundary(app, metrics)
     app.add_middleware(IngestFastPath, fastapi_app=app)  # inside the access log
     app.add_middleware(AccessLog, metrics=metrics)
@@ -94,18 +101,21 @@ def install_error_boundary(app: FastAPI, metrics: Metrics) -> None:
     """Translate every error to `{"detail": ...}` with its status, in one place."""
 
     def answer(request: Request, status: int, detail: Any, reason: str,
-               headers: dict[str, str] | None = None) -> JSONResponse:
+               headers: dict[str, str] | None = None,
+               extra: dict[str, Any] | None = None) -> JSONResponse:
         metrics.rejections.labels(reason).inc()
-        request.app.state.read_side.rejections.record(request, status, str(detail))
+        request.app.state.read_side.rejections.record(
+            request, status, str(detail), (extra or {}).get("errors", ()))
         merged = {**getattr(request.state, "route_headers", {}),
                   **getattr(request.state, "rate_headers", {}), **(headers or {})}
-        return JSONResponse({"detail": detail}, status_code=status, headers=merged)
+        return JSONResponse({"detail": detail, **(extra or {})}, status_code=status,
+                            headers=merged)
 
     @app.exception_handler(LeitstandError)
     async def leitstand_error(request: Request, exc: LeitstandError) -> JSONResponse:
         if exc.status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.detail)
-        return answer(request, exc.status, exc.detail, exc.reason, exc.headers)
+        return answer(request, exc.status, exc.detail, exc.reason, exc.headers, exc.extra)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -159,7 +169,27 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     schemas["Error"] = {
         "type": "object",
         "required": ["detail"],
-        "properties": {"detail": {"description": "Why the request failed."}},
+        "properties": {
+            "detail": {"description": "Why the request failed."},
+            "errors": {"type": "array", "maxItems": 20,
+                       "items": {"$ref": "#/components/schemas/SchemaError"},
+                       "description": "Only on 422 for events that do not match their domain's "
+                       "schema: the first errors, in batch order."},
+            "error_count": {"type": "integer", "minimum": 1,
+                            "description": "Only with `errors`: all errors of the batch."},
+        },
+    }
+    schemas["SchemaError"] = {
+        "type": "object",
+        "required": ["index", "path", "message"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0,
+                      "description": "The event's position in the batch (0-based; NDJSON: "
+                      "counting non-blank lines)."},
+            "path": {"type": "string", "description": "JSON Pointer into the event (RFC 6901; "
+                     "empty: the event as a whole), e.g. `/temperature`."},
+            "message": {"type": "string", "description": "The validator's message."},
+        },
     }
     for path in doc.get("paths", {}).values():
         for operation in path.values():

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Read side: a stream client that takes nothing for this long is disconnected.
     stream_send_timeout: float = Field(default=30.0, gt=0)
     rejections_kept: int = Field(default=500, gt=0, le=100_000)
+    # JSON Schemas per domain (leitstand/schemas/); unset: events are not checked.
+    schema_dir: Path | None = None
     backend: Literal["jsonl", "nats"] = "jsonl"
     # The nats backend (leitstand/store/nats.py, leitstand/sink.py); ignored with jsonl.
     nats_url: Annotated[tuple[str, ...], NoDecode] = ("nats://127.0.0.1:4222",)
@@ -94,6 +96,14 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r}: give exactly one limit, e.g. 60/minute")
         if items[0].amount < 1:
             raise ValueError(f"{value!r}: the limit must allow at least one request")
+        return value
+
+    @field_validator("schema_dir")
+    @classmethod
+    def _check_schema_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{str(value)!r} is not a directory (one <domain>.schema.json "
+                             "per domain)")
         return value
 
     @field_validator("log_level", mode="before")

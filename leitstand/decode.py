@@ -11,7 +11,7 @@ import itertools
 import json
 import math
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -117,10 +117,15 @@ class Batch:
     lines: list[bytes]
 
 
+EventCheck = Callable[[str, list[dict[str, Any]]], None]
+
+
 def encode_events(
-    body: bytes, kind: MediaKind, *, domain_param: str | None, max_events: int
+    body: bytes, kind: MediaKind, *, domain_param: str | None, max_events: int,
+    check: EventCheck | None = None,
 ) -> Batch:
-    """Parse `body`, settle the domain and encode every event as a stored line."""
+    """Parse `body`, settle the domain and encode every event as a stored line. `check` sees
+    the domain and the events as they are stored (`domain` set) and raises to refuse them."""
     events = _parse(body, kind, max_events)
     domain = normalize_domain(domain_param) if domain_param is not None else None
     for event in events:
@@ -143,6 +148,8 @@ def encode_events(
             lines.append(orjson.dumps(event) + b"\n")
         except orjson.JSONEncodeError as exc:
             raise InvalidJSON(f"event cannot be stored as JSON: {exc}") from exc
+    if check is not None:
+        check(domain, events)
     return Batch(domain, lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 class LeitstandError(Exception):
@@ -11,10 +12,12 @@ class LeitstandError(Exception):
     status = 500
     reason = "internal"
 
-    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})  # more fields of the JSON answer, next to `detail`
 
 
 class BadRequest(LeitstandError):

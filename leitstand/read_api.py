@@ -135,6 +135,9 @@ _REJECTIONS_SCHEMA = {
             "domain": {"type": ["string", "null"]},
             "status": {"type": "integer"},
             "reason": {"type": "string", "description": "The `detail` the client was given."},
+            "errors": {"type": "array", "description": "Schema rejections (422) only: the "
+                       "first errors, as in the answer's `errors`.",
+                       "items": {"$ref": "#/components/schemas/SchemaError"}},
         },
     }}},
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from .errors import InvalidDomain
 
 _MAX_ROUTE = 200
 _MAX_REASON = 300
+_MAX_ERRORS = 5  # of a schema rejection's errors, the first few are kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +32,10 @@ class Rejection:
     domain: str | None
     status: int
     reason: str
+    errors: tuple[dict[str, Any], ...] = ()  # a schema rejection's first errors
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "time": iso_time(self.time),
             "client": self.client,
             "route": self.route,
@@ -40,6 +43,9 @@ class Rejection:
             "status": self.status,
             "reason": self.reason,
         }
+        if self.errors:
+            out["errors"] = list(self.errors)
+        return out
 
 
 class Rejections:
@@ -49,7 +55,8 @@ class Rejections:
         self._items: deque[Rejection] = deque(maxlen=size)
         self._lock = threading.Lock()
 
-    def record(self, request: Request, status: int, reason: str) -> None:
+    def record(self, request: Request, status: int, reason: str,
+               errors: Sequence[dict[str, Any]] = ()) -> None:
         client = getattr(request.state, "client_ip", None) or (
             request.client.host if request.client else "unknown"
         )
@@ -60,6 +67,7 @@ class Rejections:
             domain=_known_domain(request),
             status=status,
             reason=reason[:_MAX_REASON],
+            errors=tuple(errors[:_MAX_ERRORS]),
         )
         with self._lock:
             self._items.append(item)

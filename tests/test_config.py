@@ -202,7 +202,7 @@ def test_every_setting_is_documented_in_the_readme(field) -> None:
     if name in rows and field != "token":
         if isinstance(default, float) and default.is_integer():
             expected = str(int(default))
-        elif default == ():
+        elif default == () or default is None:
             expected = "\N{EN DASH}"
         else:
             expected = str(default)

@@ -19,11 +19,11 @@ from leitstand.client import (
     AsyncClient,
     AuthError,
     Client,
+    ClientConfig,
     NetworkError,
     RateLimitedError,
     RejectedError,
     TooLargeError,
-    background,
 )
 from leitstand.config import Settings
 
@@ -156,7 +156,7 @@ def test_sync_client_drives_the_async_app_transport(
             assert summary.events == 2
         assert [line["n"] for line in stored(data_dir, "aussen")] == [0, 1, 2]
     finally:
-        background.run(app.state.service.store.close())
+        asyncio.run(app.state.service.store.close())
 
 
 def test_sync_client_works_inside_a_running_event_loop(
@@ -173,7 +173,7 @@ def test_sync_client_works_inside_a_running_event_loop(
         asyncio.run(caller())
         assert stored(data_dir, "aussen") == [{"n": 0, "domain": "aussen"}]
     finally:
-        background.run(app.state.service.store.close())
+        asyncio.run(app.state.service.store.close())
 
 
 # -- the real server process ------------------------------------------------------------------
@@ -258,3 +258,36 @@ def test_retries_reach_a_server_that_comes_back(tmp_path: Path) -> None:
     assert "error" not in outcome, outcome.get("error")
     assert outcome["receipt"].attempts > 1
     assert stored(server.data_dir, "aussen") == [{"event": "late", "domain": "aussen"}]
+
+
+@pytest.mark.anyio
+async def test_async_read_back_and_follow(server: ServerProcess) -> None:
+    async with AsyncClient(server.url, TOKEN) as client:
+        await client.send_many("aussen", ({"n": i} for i in range(20)))
+        first = await client.events("aussen", limit=2)
+        followed = []
+        stream = client.follow("aussen", cursor=first.cursor)
+        async for _, line in stream:
+            followed.append(orjson.loads(line)["n"])
+            if len(followed) == 18:
+                break
+        await stream.aclose()
+        domains = await client.domains()
+    assert followed == list(range(2, 20))
+    assert domains[0]["events"] == 20
+
+
+def test_the_hauski_helper_keeps_a_bounded_set_of_clients(server: ServerProcess) -> None:
+    from tools import hauski_ingest
+
+    pool = hauski_ingest._Clients(2)
+    configs = [ClientConfig.resolve(url=server.url, token=TOKEN, timeout=1.0 + i)
+               for i in range(4)]
+    clients = [pool.get(config) for config in configs]
+    for client in clients:
+        if not client._http.is_closed:
+            client.send("aussen", {"event": "x"})
+    assert len(pool) == 2 and pool.get(configs[3]) is clients[3]
+    assert [c._http.is_closed for c in clients] == [True, True, False, False]
+    pool.close()
+    assert len(pool) == 0 and clients[3]._http.is_closed

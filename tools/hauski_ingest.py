@@ -9,7 +9,9 @@ is stored once. `transport` may be a sync or an async httpx transport
 
 from __future__ import annotations
 
+import atexit
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -18,9 +20,44 @@ from leitstand.client import Client, ClientConfig, IngestError
 
 __all__ = ["IngestError", "ingest_event"]
 
-# One client (and connection pool) per configuration, for calls without their own transport.
-_clients: dict[ClientConfig, Client] = {}
-_clients_lock = threading.Lock()
+# Calls without their own transport reuse a client (and its connection pool) per configuration.
+# A process normally has one configuration; the bound keeps one that changes its settings (a
+# rotated token, say) from piling up clients: the least recently used one is closed.
+MAX_CLIENTS = 4
+
+
+class _Clients:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._clients: OrderedDict[ClientConfig, Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, config: ClientConfig) -> Client:
+        with self._lock:
+            client = self._clients.get(config)
+            if client is not None:
+                self._clients.move_to_end(config)
+                return client
+            client = self._clients[config] = Client(config=config)
+            evicted = []
+            while len(self._clients) > self._size:
+                evicted.append(self._clients.popitem(last=False)[1])
+        for old in evicted:
+            old.close()
+        return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            client.close()
+
+
+_clients = _Clients(MAX_CLIENTS)
+atexit.register(_clients.close)
 
 
 def ingest_event(
@@ -42,9 +79,5 @@ def ingest_event(
         with Client(config=config, transport=transport) as client:
             client.send(domain, data)
         return "ok"
-    with _clients_lock:
-        client = _clients.get(config)
-        if client is None:
-            client = _clients[config] = Client(config=config)
-    client.send(domain, data)
+    _clients.get(config).send(domain, data)
     return "ok"

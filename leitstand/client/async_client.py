@@ -1,50 +1,31 @@
-"""`AsyncClient`: the asyncio client; same behaviour and names as `Client`, with `await`."""
+"""`AsyncClient`: the asyncio client, a driver of the sans-IO core (`core.py`) over
+httpx.AsyncClient; same behaviour and names as `Client`, with `await`."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from .batches import (
     Batch,
-    encode_event,
     event_lines,
     event_lines_async,
     split_lines,
     split_lines_async,
 )
 from .config import ClientConfig
+from .core import Exchange, Follow, Progress, ingest_event, read_domains, read_events
 from .errors import IngestError
-from .protocol import (
-    DOMAINS_PATH,
-    EVENTS_PATH,
-    INGEST_PATH,
-    JSON,
-    NDJSON,
-    STREAM_PATH,
-    KeyFor,
-    Page,
-    Receipt,
-    SendSummary,
-    SSEParser,
-    StreamEnded,
-    domains_of,
-    events_params,
-    http_options,
-    ingest_request,
-    new_key,
-    page_of,
-    random_keys,
-    receipt_of,
-    stream_request,
-)
+from .protocol import KeyFor, Page, Receipt, SendSummary, StreamEnded, http_options
 from .retry import RetryPolicy
 
 OnBatch = Callable[[Batch, Receipt], "Awaitable[None] | None"]
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -77,7 +58,7 @@ class AsyncClient:
         self, domain: str, event: Any, *, idempotency_key: str | None = None
     ) -> Receipt:
         """Store one event (a dict) in `domain`; return once the server has it on disk."""
-        return await self._post(domain, encode_event(event), JSON, idempotency_key or new_key())
+        return await self._call(ingest_event(self._policy, domain, event, idempotency_key))
 
     async def send_many(
         self,
@@ -101,97 +82,66 @@ class AsyncClient:
         on_batch: OnBatch | None = None,
     ) -> SendSummary:
         """Like `send_many`, for NDJSON lines already encoded (the server validates them)."""
-        key_for = key_for or random_keys
-        summary = SendSummary()
+        progress = Progress(self._policy, domain, key_for)
         limits = {"max_body": self.config.max_body, "max_events": self.config.max_events}
         batches = (split_lines_async(lines, **limits) if isinstance(lines, AsyncIterable)
                    else _as_async(split_lines(lines, **limits)))
         try:
             async for batch in batches:
-                try:
-                    receipt = await self._post(domain, batch.body, NDJSON, key_for(batch))
-                except IngestError as exc:
-                    exc.batch = batch
-                    raise
-                summary.add(batch, receipt)
+                receipt = await self._call(progress.sending(batch))
+                progress.stored(batch, receipt)
                 if on_batch is not None:
                     result = on_batch(batch, receipt)
                     if inspect.isawaitable(result):
                         await result
         except IngestError as exc:
-            exc.accepted = summary.events
+            progress.failed(exc)
             raise
-        return summary
+        return progress.summary
 
     async def events(
         self, domain: str, *, cursor: str | None = None, limit: int | None = None,
         tail: int | None = None,
     ) -> Page:
         """Stored lines of `domain` after `cursor`, or the last `tail` ones; and the next cursor."""
-        response, _ = await self._request("GET", EVENTS_PATH,
-                                          params=events_params(domain, cursor, limit, tail))
-        return page_of(response)
+        return await self._call(read_events(self._policy, domain, cursor, limit, tail))
 
     async def follow(
         self, domain: str, *, cursor: str | None = None
     ) -> AsyncIterator[tuple[str, bytes]]:
         """Every line stored in `domain` after `cursor`, then each new one; see `Client.follow`."""
-        attempt = 0
+        follow = Follow(self._policy, domain, cursor, self.config.timeout)
         while True:
-            attempt += 1
+            method, path, options = follow.start()
             outcome: httpx.Response | Exception
             try:
-                async with self._http.stream(
-                    "GET", STREAM_PATH, **stream_request(domain, cursor, self.config.timeout)
-                ) as response:
-                    if not response.is_success:
-                        await response.aread()
-                        outcome = response
+                async with self._http.stream(method, path, **options) as outcome:
+                    if outcome.is_success:
+                        async for line in outcome.aiter_lines():
+                            if (item := follow.feed(line)) is not None:
+                                yield item
                     else:
-                        parser = SSEParser()
-                        async for line in response.aiter_lines():
-                            event = parser.feed(line)
-                            if event is None:
-                                continue
-                            attempt = 1
-                            cursor = event[0] if event[0] is not None else cursor
-                            yield cursor or "", event[1].encode() + b"\n"
-                        outcome = httpx.RemoteProtocolError("the server ended the stream")
-            except StreamEnded as exc:
-                outcome = httpx.RemoteProtocolError(str(exc))
-            except httpx.TransportError as exc:
+                        await outcome.aread()
+            except (StreamEnded, httpx.TransportError) as exc:
                 outcome = exc
-            error, delay = self._policy.verdict(attempt, outcome)
-            if delay is None:
-                raise error from (outcome if isinstance(outcome, Exception) else None)
-            await self._sleep(delay)
+            await self._sleep(follow.next(outcome))
 
     async def domains(self) -> list[dict[str, Any]]:
-        response, _ = await self._request("GET", DOMAINS_PATH)
-        return domains_of(response)
+        return await self._call(read_domains(self._policy))
 
-    async def _post(self, domain: str, body: bytes, content_type: str, key: str) -> Receipt:
-        response, attempts = await self._request(
-            "POST", INGEST_PATH, **ingest_request(domain, body, content_type, key)
-        )
-        return receipt_of(response, key, attempts)
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, int]:
-        attempt = 0
+    async def _call(self, exchange: Exchange[T]) -> T:
+        """Make the attempts of `exchange` until it has its answer (or raises)."""
         while True:
-            attempt += 1
             outcome: httpx.Response | Exception
             try:
-                outcome = await self._http.request(method, path, **kwargs)
+                outcome = await self._http.request(exchange.method, exchange.path,
+                                                   **exchange.options)
             except httpx.TransportError as exc:
                 outcome = exc
-            else:
-                if outcome.is_success:
-                    return outcome, attempt
-            error, delay = self._policy.verdict(attempt, outcome)
-            if delay is None:
-                raise error from (outcome if isinstance(outcome, Exception) else None)
-            await self._sleep(delay)
+            step = exchange.next(outcome)
+            if isinstance(step, httpx.Response):
+                return exchange.result(step)
+            await self._sleep(step)
 
     async def aclose(self) -> None:
         if self._owns_transport:

@@ -17,9 +17,9 @@ import httpx
 from .config import ClientConfig
 from .errors import IngestError, error_for_exception, error_for_response
 
-# 409: the server is still storing an earlier attempt with the same Idempotency-Key (a retry
-# that overtook it); asking again gets that attempt's answer, so it is as safe as a 503.
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Statuses worth another attempt of the same request. Not 409: the server answers a retry that
+# overtakes an earlier attempt with the same Idempotency-Key by waiting for that attempt.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Failures where the request may or may not have reached the server; the Idempotency-Key makes
 # a retry safe either way. Other transport errors (a malformed URL, ...) are not retried.
 RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)

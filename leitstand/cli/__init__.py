@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..client import ConfigurationError, IngestError
-from . import send, serve, tail
+from . import schema, send, serve, tail
 from .common import UsageError, fail
 
-COMMAND_MODULES = (send, serve, tail)
+COMMAND_MODULES = (send, serve, tail, schema)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

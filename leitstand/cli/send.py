@@ -165,7 +165,12 @@ def summary_line(summary: SendSummary, domain: str, seconds: float | None) -> st
 
 def describe_failure(exc: IngestError, args: argparse.Namespace) -> str:
     text = str(exc)
-    if exc.batch is not None and getattr(args, "file", None) is not None:
+    # NDJSON from a file or stdin (not the JSON argument): name the input line
+    from_lines = getattr(args, "command", None) == "send" and args.json is None
+    first_invalid = invalid_line(exc, getattr(args, "file", None)) if from_lines else None
+    if first_invalid is not None:
+        text += f" (the first invalid event is line {first_invalid})"
+    elif exc.batch is not None and getattr(args, "file", None) is not None:
         text += (f" (in the batch of lines {exc.batch.first_line}-{exc.batch.last_line} "
                  f"of {args.file})")
     if getattr(args, "command", None) == "send" and exc.accepted:
@@ -174,3 +179,28 @@ def describe_failure(exc: IngestError, args: argparse.Namespace) -> str:
                 else "a re-run sends them again")
         text += f" ({exc.accepted} events of earlier batches were stored; {hint})"
     return text
+
+
+def invalid_line(exc: IngestError, file: Path | None) -> int | None:
+    """The input line (1-based) of the first event the server's schema check refused: its
+    `index` counts the batch's events, and blank lines in between are skipped, so a batch with
+    blanks is re-read from its offset in `file`. None if not known."""
+    batch = exc.batch
+    if not exc.errors or batch is None or not isinstance(exc.errors[0].get("index"), int):
+        return None
+    index = exc.errors[0]["index"]
+    if batch.last_line - batch.first_line + 1 == batch.events:  # no blank line inside
+        return int(batch.first_line + index)
+    if file is None:
+        return None
+    try:
+        with file.open("rb") as handle:
+            handle.seek(batch.offset)
+            for number, raw in enumerate(handle, start=batch.first_line):
+                if raw.strip():
+                    if index == 0:
+                        return number
+                    index -= 1
+    except OSError:
+        return None
+    return None

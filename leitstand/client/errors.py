@@ -29,6 +29,9 @@ class IngestError(Exception):
         self.headers = headers if headers is not None else httpx.Headers()
         self.accepted = 0
         self.batch: Any = None  # the `Batch` that failed, when sending many
+        # A 422 for events that do not match their domain's schema: the server's first errors,
+        # each {"index": <event in the batch, 0-based>, "path": <JSON Pointer>, "message"}.
+        self.errors: list[dict[str, Any]] = []
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -81,8 +84,10 @@ def error_for_response(response: httpx.Response, *, attempts: int,
         kind = ServerError
     else:
         kind = RejectedError
-    return kind(detail_of(response), status=status, attempts=attempts,
-                retry_after=retry_after, headers=response.headers)
+    error = kind(detail_of(response), status=status, attempts=attempts,
+                 retry_after=retry_after, headers=response.headers)
+    error.errors = errors_of(response)
+    return error
 
 
 def error_for_exception(exc: Exception, *, attempts: int) -> IngestError:
@@ -93,6 +98,16 @@ def error_for_exception(exc: Exception, *, attempts: int) -> IngestError:
     else:
         reason = f"no answer ({type(exc).__name__}): {reason}"
     return NetworkError(reason, attempts=attempts)
+
+
+def errors_of(response: httpx.Response) -> list[dict[str, Any]]:
+    """The `errors` list of a schema rejection (422), else []."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
 
 def detail_of(response: httpx.Response) -> Any:

@@ -112,7 +112,7 @@ _DOMAINS_SCHEMA = {
     "type": "object", "required": ["domains"],
     "properties": {"domains": {"type": "array", "items": {
         "type": "object",
-        "required": ["domain", "file", "events", "bytes", "last_event_at"],
+        "required": ["domain", "file", "events", "bytes", "last_event_at", "schema"],
         "properties": {
             "domain": {"type": "string"},
             "file": {"type": "string", "description": "The data file in LEITSTAND_DATA_DIR."},
@@ -120,6 +120,9 @@ _DOMAINS_SCHEMA = {
             "bytes": {"type": "integer", "description": "Bytes of whole lines."},
             "last_event_at": {"type": ["string", "null"], "format": "date-time",
                               "description": "When the file was last appended to (UTC)."},
+            "schema": {"type": ["string", "null"], "description": "The file in "
+                       "LEITSTAND_SCHEMA_DIR whose schema the domain's events must match "
+                       "(null: none applies)."},
         },
     }}},
 }
@@ -161,9 +164,11 @@ async def list_domains(request: Request) -> Response:
     """Event count, size and time of the last append per domain (counted incrementally)."""
     state = guard(request)
     infos = await service(request).store.domains()
+    schemas = service(request).schemas
     body = {"domains": [{
         "domain": i.domain, "file": i.file, "events": i.events, "bytes": i.bytes,
         "last_event_at": None if i.last_event_at is None else iso_time(i.last_event_at),
+        "schema": None if schemas is None else schemas.file_for(i.domain),
     } for i in infos]}
     return JSONResponse(body, headers=state.headers())
 

@@ -234,3 +234,11 @@ async def test_openapi_documents_422_and_the_schema_routes(client: httpx.AsyncCl
     assert set(doc["paths"]["/v1/schemas/{domain}"]["get"]["responses"]) == {
         "200", "400", "401", "404", "429"}
     assert doc["components"]["schemas"]["SchemaError"]["required"] == ["index", "path", "message"]
+
+
+async def test_domains_say_which_schema_applies(client: httpx.AsyncClient) -> None:
+    for domain in ("aussen", "garten.beet", "innen"):
+        await client.post(f"/v1/ingest?domain={domain}", json={"temperature": 1, "beet": 2})
+    domains = (await client.get("/v1/domains")).json()["domains"]
+    assert {d["domain"]: d["schema"] for d in domains} == {
+        "aussen": "aussen.schema.json", "garten.beet": "garten.*.schema.json", "innen": None}

@@ -119,6 +119,11 @@ class Schemas:
     def for_domain(self, domain: str) -> DomainSchema | None:
         return self._files.current().for_domain(domain)
 
+    def file_for(self, domain: str) -> str | None:
+        """The schema file that applies to `domain` (None: its events are not checked)."""
+        found = self.for_domain(domain)
+        return None if found is None else found.file
+
     def check(self, domain: str, events: Sequence[Any]) -> None:
         """Raise `SchemaRejected` if any event does not match the schema of `domain`."""
         schema = self._files.current().for_domain(domain)

@@ -135,7 +135,8 @@ function updateDomains(domains) {
     name.prepend(swatch);
     const series = state.rates.get(d.domain);
     tr.append(name, cell(d.events.toLocaleString(), "num"), cell(formatBytes(d.bytes), "num"),
-      cell(formatTime(d.last_event_at)), cell(series[series.length - 1].toFixed(1), "num"));
+      cell(formatTime(d.last_event_at)), cell(series[series.length - 1].toFixed(1), "num"),
+      schemaCell(d.schema));
     tr.addEventListener("click", () => selectDomain(d.domain));
     return tr;
   }));
@@ -149,6 +150,13 @@ function updateDomains(domains) {
   if (state.selected) select.value = state.selected;
   if (!state.selected && names.length) selectDomain(names[0]);
   drawChart(names);
+}
+
+// Whether the domain's events are checked against a JSON Schema (LEITSTAND_SCHEMA_DIR).
+function schemaCell(file) {
+  const td = cell(file || "none", file ? "schema" : "schema muted");
+  td.title = file ? `events must match ${file}` : "events are not checked";
+  return td;
 }
 
 function drawChart(names) {
@@ -224,11 +232,27 @@ function updateRejections(items) {
     badge.className = "badge " + (r.status >= 500 ? "s5xx" : "s" + r.status);
     badge.textContent = r.status;
     status.append(badge);
+    const reason = cell(r.reason, "reason");
+    if (r.errors && r.errors.length) reason.append(schemaErrors(r.errors));
     tr.append(cell(formatTime(r.time)), status, cell(r.client), cell(r.route),
-      cell(r.domain || "–"), cell(r.reason, "reason"));
+      cell(r.domain || "–"), reason);
     return tr;
   }));
   $("rejections-empty").hidden = items.length > 0;
+}
+
+// A schema rejection's first errors: which event, where in it, and what is wrong.
+function schemaErrors(errors) {
+  const list = document.createElement("ul");
+  list.className = "schema-errors";
+  for (const e of errors) {
+    const li = document.createElement("li");
+    const where = document.createElement("code");
+    where.textContent = `event ${e.index} ${e.path || "(whole event)"}`;
+    li.append(where, document.createTextNode(` ${e.message}`));
+    list.append(li);
+  }
+  return list;
 }
 
 // -- polling -------------------------------------------------------------------------------------

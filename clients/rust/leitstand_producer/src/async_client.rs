@@ -29,7 +29,10 @@ impl Builder<AsyncClient> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        #[cfg(feature = "tls")]
+        let http = http.tls_backend_preconfigured(config.tls.rustls_config());
+        let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
         Ok(AsyncClient {
@@ -45,8 +48,8 @@ impl AsyncClient {
         Builder::default()
     }
 
-    /// A client configured from `LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT`,
-    /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF`.
+    /// A client configured from the environment: `LEITSTAND_URL`, `LEITSTAND_TOKEN` and the
+    /// other variables of [`Builder::with_env`].
     pub fn from_env() -> Result<AsyncClient, Error> {
         AsyncClient::builder().with_env()?.build()
     }

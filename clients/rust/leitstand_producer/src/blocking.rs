@@ -31,7 +31,10 @@ impl Builder<Client> {
         let http = reqwest::blocking::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        #[cfg(feature = "tls")]
+        let http = http.tls_backend_preconfigured(config.tls.rustls_config());
+        let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Client {
@@ -47,8 +50,8 @@ impl Client {
         Builder::default()
     }
 
-    /// A client configured from `LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT`,
-    /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF`.
+    /// A client configured from the environment: `LEITSTAND_URL`, `LEITSTAND_TOKEN` and the
+    /// other variables of [`Builder::with_env`].
     pub fn from_env() -> Result<Client, Error> {
         Client::builder().with_env()?.build()
     }

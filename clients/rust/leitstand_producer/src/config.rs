@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -9,6 +10,7 @@ use reqwest::Url;
 use crate::encode::Limits;
 use crate::error::Error;
 use crate::retry::RetryPolicy;
+use crate::tls::Tls;
 
 /// `LEITSTAND_URL` when it is not set.
 pub const DEFAULT_URL: &str = "http://localhost:8788";
@@ -36,6 +38,8 @@ pub(crate) struct Config {
     pub gzip: bool,
     pub max_body_bytes: usize,
     pub max_events: usize,
+    pub ca_file: Option<PathBuf>,
+    pub tls: Tls,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl fmt::Debug for Config {
             .field("gzip", &self.gzip)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_events", &self.max_events)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -78,6 +83,7 @@ pub struct Builder<C> {
     gzip: bool,
     max_body_bytes: usize,
     max_events: usize,
+    ca_file: Option<PathBuf>,
     client: PhantomData<fn() -> C>,
 }
 
@@ -92,6 +98,7 @@ impl<C> fmt::Debug for Builder<C> {
             .field("gzip", &self.gzip)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_events", &self.max_events)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +116,7 @@ impl<C> Default for Builder<C> {
             gzip: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_events: DEFAULT_MAX_EVENTS,
+            ca_file: None,
             client: PhantomData,
         }
     }
@@ -181,10 +189,20 @@ impl<C> Builder<C> {
         self
     }
 
+    /// For `https://` URLs (feature `tls`): trust only the CA certificate(s) in this PEM file,
+    /// e.g. the certificate of a self-signed server or of a private CA. Without it the
+    /// system's trust store is used. Read and checked by `build()`; without the `tls` feature
+    /// setting it is an [`Error::Config`].
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     /// Read `LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT` (seconds),
     /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF` (seconds) from the environment — and, like
     /// the Python client, `LEITSTAND_MAX_BODY`, `LEITSTAND_MAX_EVENTS`,
-    /// `LEITSTAND_MAX_BACKOFF` and `LEITSTAND_MAX_RETRY_AFTER` (seconds). Unset or empty
+    /// `LEITSTAND_MAX_BACKOFF`, `LEITSTAND_MAX_RETRY_AFTER` (seconds) and `LEITSTAND_CA_FILE`
+    /// (see [`Builder::ca_file`]). Unset or empty
     /// variables keep the current value; an unparsable one is an [`Error::Config`] that names
     /// it.
     pub fn with_env(self) -> Result<Self, Error> {
@@ -223,6 +241,9 @@ impl<C> Builder<C> {
         if let Some(value) = get("LEITSTAND_MAX_EVENTS") {
             self.max_events = whole("LEITSTAND_MAX_EVENTS", &value)?;
         }
+        if let Some(path) = get("LEITSTAND_CA_FILE") {
+            self.ca_file = Some(PathBuf::from(path.trim()));
+        }
         Ok(self)
     }
 
@@ -249,8 +270,10 @@ impl<C> Builder<C> {
             ));
         }
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let ingest_url = ingest_url(&url)?;
+        let tls = Tls::new(self.ca_file.as_deref())?;
         Ok(Config {
-            ingest_url: ingest_url(&url)?,
+            ingest_url,
             token,
             timeout: self.timeout,
             retry: RetryPolicy {
@@ -262,6 +285,8 @@ impl<C> Builder<C> {
             gzip: self.gzip,
             max_body_bytes: self.max_body_bytes,
             max_events: self.max_events,
+            ca_file: self.ca_file,
+            tls,
         })
     }
 }
@@ -276,14 +301,16 @@ fn ingest_url(base: &str) -> Result<Url, Error> {
     let mut url = Url::parse(base).map_err(|e| invalid(format!("is not a URL ({e})")))?;
     match url.scheme() {
         "http" => {}
+        "https" if cfg!(feature = "tls") => {}
         "https" => {
             return Err(invalid(
-                "uses https, but this client speaks plain HTTP only; reach leitstand over \
-                 http on a trusted network, or through a local TLS proxy"
+                "uses https, but this build of the client speaks plain HTTP only; enable the \
+                 leitstand_producer crate's `tls` feature, or reach leitstand over http on a \
+                 trusted network"
                     .into(),
             ))
         }
-        other => return Err(invalid(format!("has the scheme {other:?}, not http"))),
+        other => return Err(invalid(format!("has the scheme {other:?}, not http(s)"))),
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("must not have a query or fragment".into()));
@@ -410,18 +437,82 @@ mod tests {
     fn a_missing_token_or_bad_url_is_a_config_error() {
         let err = B::default().config().unwrap_err();
         assert!(err.to_string().contains("LEITSTAND_TOKEN"), "{err}");
-        for url in [
-            "localhost:8788",
-            "ftp://x",
-            "https://x",
-            "not a url",
-            "http://x/?a=b",
-        ] {
+        for url in ["localhost:8788", "ftp://x", "not a url", "http://x/?a=b"] {
             let err = B::default().token("t").url(url).config().unwrap_err();
             assert!(matches!(err, Error::Config(_)), "{url}");
         }
         let err = B::default().token("bad\ntoken").config().unwrap_err();
         assert!(matches!(err, Error::Config(_)));
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn without_the_tls_feature_https_and_a_ca_file_are_refused_with_the_way_out() {
+        let err = B::default()
+            .token("t")
+            .url("https://x")
+            .config()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+
+        let lookup = env(&[("LEITSTAND_CA_FILE", "/etc/leitstand/ca.pem")]);
+        let builder = B::default().token("t").with_lookup(lookup).unwrap();
+        let err = builder.config().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("LEITSTAND_CA_FILE") && text.contains("/etc/leitstand/ca.pem"),
+            "{text}"
+        );
+        assert!(text.contains("`tls` feature"), "{text}");
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn with_the_tls_feature_https_works_and_the_ca_file_is_checked_at_build() {
+        let config = B::default()
+            .token("t")
+            .url("https://leitstand.lan:8443/")
+            .config()
+            .unwrap();
+        assert_eq!(
+            config.ingest_url.as_str(),
+            "https://leitstand.lan:8443/v1/ingest"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let lookup = env(&[("LEITSTAND_CA_FILE", missing.to_str().unwrap())]);
+        let err = B::default()
+            .token("t")
+            .with_lookup(lookup)
+            .unwrap()
+            .config()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(text.contains("LEITSTAND_CA_FILE"), "{text}");
+        assert!(
+            text.contains("missing.pem") && text.contains("cannot be read"),
+            "{text}"
+        );
+
+        for (name, content) in [
+            ("empty.pem", ""),
+            (
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            ),
+            ("garbage.pem", "not a certificate at all\n"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let err = B::default().token("t").ca_file(&path).config().unwrap_err();
+            assert!(
+                err.to_string().contains("holds no certificate"),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

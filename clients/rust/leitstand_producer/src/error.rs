@@ -99,6 +99,22 @@ pub enum Error {
         source: Box<dyn StdError + Send + Sync>,
     },
 
+    /// The TLS connection to an `https://` URL failed (feature `tls`): the server's
+    /// certificate is not trusted (self-signed, unknown CA, another name, expired), or the
+    /// server does not speak TLS. Not retried: the configuration must change.
+    #[error("TLS with leitstand at {url} failed: {message}; {}", tls_hint(*ca_file_set))]
+    Tls {
+        /// The URL that was tried.
+        url: String,
+        /// rustls' reason (e.g. `invalid peer certificate: UnknownIssuer`), with its causes.
+        message: String,
+        /// Whether a CA file was configured (it was then the only trusted CA).
+        ca_file_set: bool,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+
     /// An event could not be serialized, or is not a JSON object (leitstand stores objects).
     #[error("event #{index} cannot be sent: {source}")]
     Serialization {
@@ -190,6 +206,19 @@ impl Error {
         }
     }
 
+    pub(crate) fn tls(
+        url: &str,
+        source: Box<dyn StdError + Send + Sync>,
+        ca_file_set: bool,
+    ) -> Error {
+        Error::Tls {
+            url: url.to_owned(),
+            message: chain(source.as_ref()),
+            ca_file_set,
+            source,
+        }
+    }
+
     pub(crate) fn not_an_object(index: usize) -> Error {
         Error::Serialization {
             index,
@@ -238,6 +267,16 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
         next = cause.source();
     }
     out
+}
+
+fn tls_hint(ca_file_set: bool) -> &'static str {
+    if ca_file_set {
+        "LEITSTAND_CA_FILE/ca_file is the only trusted CA: check that it is the CA (or the \
+         self-signed certificate) of this server and that the URL's host is in the certificate"
+    } else {
+        "if the server's certificate is self-signed or from a private CA, set \
+         LEITSTAND_CA_FILE (or the builder's ca_file) to that CA's certificate (PEM)"
+    }
 }
 
 fn fmt_retry_after(retry_after: Option<Duration>) -> RetryAfterText {

@@ -5,11 +5,13 @@
 //! with the `X-Auth` token, and retries what can safely be retried.
 //!
 //! * `Client` (feature `blocking`, on by default) and `AsyncClient` (feature `async`,
-//!   tokio). The features only add a client; the types mean the same with any set.
+//!   tokio). Feature `tls` adds `https://` URLs (rustls with the `ring` crypto provider;
+//!   the system's trust store, or only the CA in `LEITSTAND_CA_FILE` / [`Builder::ca_file`]).
+//!   The features only add; the types mean the same with any set.
 //! * Configured with a builder or from the environment — the same variables as the Python
 //!   client: `LEITSTAND_URL` (default `http://localhost:8788`), `LEITSTAND_TOKEN` (required),
 //!   `LEITSTAND_TIMEOUT` (seconds per attempt, 5), `LEITSTAND_RETRIES` (3),
-//!   `LEITSTAND_BACKOFF` (seconds, 0.5).
+//!   `LEITSTAND_BACKOFF` (seconds, 0.5), `LEITSTAND_CA_FILE` (PEM, for https).
 //! * `send_one(domain, &event)` and `send_batch(domain, events)` take anything that
 //!   implements [`serde::Serialize`] and becomes a JSON object. Batches are split below the
 //!   server's body limit (1 MiB) and event limit (10,000) — both settable — and can be sent
@@ -17,7 +19,7 @@
 //! * Retries on transport errors, 408, 429, 500, 502, 503 and 504, with exponential backoff
 //!   and jitter, honouring `Retry-After`. Every attempt of one request carries the same
 //!   `Idempotency-Key`, so a retry after a lost answer stores nothing twice. Other `4xx` are
-//!   never retried.
+//!   never retried, nor are TLS failures (an untrusted certificate: [`Error::Tls`]).
 //! * Failures are one [`Error`] enum, built from the status and the server's `detail`.
 //!
 //! # Example
@@ -75,9 +77,9 @@
 //! # fn main() {
 //! use leitstand_producer::{Client, Error};
 //!
-//! let err = Client::builder().url("https://leitstand.lan").token("t").build().unwrap_err();
+//! let err = Client::builder().url("http://leitstand.lan").build().unwrap_err();
 //! assert!(matches!(err, Error::Config(_)));
-//! assert!(err.to_string().contains("plain HTTP"));
+//! assert!(err.to_string().contains("set LEITSTAND_TOKEN"));
 //! # }
 //! # #[cfg(not(feature = "blocking"))]
 //! # fn main() {}
@@ -94,6 +96,7 @@ mod error;
 mod receipt;
 mod retry;
 mod send;
+mod tls;
 
 #[cfg(feature = "async")]
 pub use async_client::{AsyncClient, AsyncClientBuilder};

@@ -12,6 +12,7 @@ use crate::encode::Chunk;
 use crate::error::Error;
 use crate::receipt::Receipt;
 use crate::retry::{is_retryable_status, parse_retry_after};
+use crate::tls::is_tls_failure;
 
 const NDJSON: &str = "application/x-ndjson";
 const USER_AGENT: &str = concat!("leitstand_producer/", env!("CARGO_PKG_VERSION"));
@@ -125,6 +126,13 @@ impl<'a> Request<'a> {
                     self.attempts,
                 )))
             }
+            Attempt::Transport(source) if is_tls_failure(source.as_ref()) => {
+                Next::Done(Err(Error::tls(
+                    self.config.ingest_url.as_str(),
+                    source,
+                    self.config.ca_file.is_some(),
+                )))
+            }
             Attempt::Transport(source) => match policy.wait_before(retry, None) {
                 Some(wait) => Next::RetryAfter(wait),
                 None => Next::Done(Err(Error::transport(
@@ -171,5 +179,63 @@ impl BatchProgress {
 
     pub fn finish(self) -> Receipt {
         self.receipt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::config::Builder;
+    use crate::encode::chunk;
+
+    fn config() -> Config {
+        let url = if cfg!(feature = "tls") {
+            "https://leitstand.lan"
+        } else {
+            "http://leitstand.lan"
+        };
+        Builder::<()>::default()
+            .token("t")
+            .url(url)
+            .retries(3)
+            .config()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_connection_failure_is_retried() {
+        let (config, chunk) = (config(), chunk(b"{}\n".to_vec(), 1, false));
+        let mut request = Request::new(&config, "aussen", &chunk);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            request.next(Attempt::Transport(Box::new(refused))),
+            Next::RetryAfter(_)
+        ));
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn a_tls_failure_is_final_at_the_first_attempt() {
+        let (config, chunk) = (config(), chunk(b"{}\n".to_vec(), 1, false));
+        let mut request = Request::new(&config, "aussen", &chunk);
+        // As hyper and tokio-rustls report it: rustls' error inside two io::Errors.
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, rustls_error));
+        match request.next(Attempt::Transport(Box::new(wrapped))) {
+            Next::Done(Err(Error::Tls {
+                url,
+                message,
+                ca_file_set: false,
+                ..
+            })) => {
+                assert_eq!(url, "https://leitstand.lan/v1/ingest");
+                assert!(message.contains("UnknownIssuer"), "{message}");
+            }
+            Next::Done(other) => panic!("expected Error::Tls, got {other:?}"),
+            Next::RetryAfter(_) => panic!("a TLS failure was retried"),
+        }
     }
 }

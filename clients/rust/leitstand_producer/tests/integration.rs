@@ -1,18 +1,14 @@
-//! Both clients against the real leitstand server: the Python service from this repository,
-//! started as the README says (`uvicorn app:app`) on a free loopback port, stopped by its PID.
-//! Needs the repository's venv (`make venv`; `make test` creates it first).
+//! Both clients against the real leitstand server (see `common::leitstand`).
 
 mod common;
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::leitstand::{assert_stored, Leitstand, TOKEN};
 use common::{send_batch, send_one, Flavor, Opts};
 use leitstand_producer::Error;
 use serde_json::{json, Value};
@@ -22,150 +18,6 @@ for_both_clients!(
     maps_the_real_servers_errors,
     lost_answers_are_retried_without_duplicates,
 );
-
-const TOKEN: &str = "integration-token";
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A running `uvicorn app:app` with its own data directory; killed by PID on drop.
-struct Leitstand {
-    child: Child,
-    port: u16,
-    data_dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl Leitstand {
-    fn start() -> Leitstand {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
-        let root = root.canonicalize().expect("repository root");
-        let python = root.join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} not found: this test runs the real leitstand server from the repository's \
-             venv. Create it with `make venv` in {} (`make test` does this before the Rust \
-             tests).",
-            python.display(),
-            root.display()
-        );
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let log = data_dir.path().join("server.log");
-        let log_file = File::create(&log).expect("log file");
-        let port = free_port();
-        let mut command = Command::new(&python);
-        command
-            .args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--no-access-log"])
-            .current_dir(&root);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("LEITSTAND_") || name == "LOG_LEVEL" {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .env("LEITSTAND_TOKEN", TOKEN)
-            .env("LEITSTAND_DATA_DIR", data_dir.path().join("data"))
-            .env("LEITSTAND_RATE_LIMIT", "1000000/second")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start uvicorn");
-        let mut server = Leitstand {
-            child,
-            port,
-            data_dir,
-            log,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("poll server") {
-                panic!("leitstand exited with {status}: {}", self.log());
-            }
-            if health_ok(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "leitstand not ready within {READY_TIMEOUT:?}: {}",
-            self.log()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The domain's JSONL file, one parsed value per line (each line checked to end in `\n`).
-    fn stored(&self, domain: &str) -> Vec<Value> {
-        let path = self
-            .data_dir
-            .path()
-            .join("data")
-            .join(format!("{domain}.jsonl"));
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(text.is_empty() || text.ends_with('\n'), "whole lines only");
-        text.lines()
-            .map(|line| serde_json::from_str(line).expect("each line one JSON object"))
-            .collect()
-    }
-}
-
-impl Drop for Leitstand {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // by PID (SIGKILL); the data dir is a temp dir
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.local_addr().unwrap().port()
-}
-
-fn health_ok(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
-}
-
-/// What the server stores for an event: the object as sent, with `domain` set.
-fn with_domain(event: &Value, domain: &str) -> Value {
-    let mut stored = event.clone();
-    stored["domain"] = json!(domain);
-    stored
-}
-
-fn assert_stored(server: &Leitstand, domain: &str, events: &[Value]) {
-    let lines = server.stored(domain);
-    assert_eq!(lines.len(), events.len(), "{domain}: line count");
-    for (n, (line, event)) in lines.iter().zip(events).enumerate() {
-        assert_eq!(
-            line,
-            &with_domain(event, domain),
-            "{domain}: line {}",
-            n + 1
-        );
-    }
-}
 
 fn stores_single_events_and_10000_event_batches(flavor: Flavor) {
     let server = Leitstand::start();
@@ -255,8 +107,7 @@ fn maps_the_real_servers_errors(flavor: Flavor) {
     assert!(err.to_string().contains("LEITSTAND_MAX_EVENTS"), "{err}");
 
     assert!(
-        !server.data_dir.path().join("data/aussen.jsonl").exists()
-            || server.stored("aussen").is_empty(),
+        !server.has_file("aussen") || server.stored("aussen").is_empty(),
         "nothing stored by rejected requests"
     );
 }

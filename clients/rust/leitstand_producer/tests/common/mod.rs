@@ -1,10 +1,13 @@
-//! Test support: a scripted HTTP/1.1 server on loopback, and a way to run one scenario with
-//! either client.
+//! Test support: a scripted HTTP/1.1 server on loopback, the real server (`leitstand`), and a
+//! way to run one scenario with either client.
 #![allow(dead_code)] // each test crate uses part of it
+
+pub mod leitstand;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -255,6 +258,7 @@ pub struct Opts {
     pub gzip: bool,
     pub max_body_bytes: usize,
     pub max_events: usize,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -268,11 +272,16 @@ impl Default for Opts {
             gzip: false,
             max_body_bytes: leitstand_producer::DEFAULT_MAX_BODY_BYTES,
             max_events: leitstand_producer::DEFAULT_MAX_EVENTS,
+            ca_file: None,
         }
     }
 }
 
 pub fn configure<C>(builder: Builder<C>, url: &str, opts: &Opts) -> Builder<C> {
+    let builder = match &opts.ca_file {
+        Some(path) => builder.ca_file(path),
+        None => builder,
+    };
     builder
         .url(url)
         .token(opts.token.clone())

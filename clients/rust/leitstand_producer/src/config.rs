@@ -39,6 +39,8 @@ pub(crate) struct Config {
     pub max_body_bytes: usize,
     pub max_events: usize,
     pub ca_file: Option<PathBuf>,
+    /// Handed to reqwest by the clients; without the `tls` feature there is nothing to hand.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub tls: Tls,
 }
 

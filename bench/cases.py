@@ -17,12 +17,37 @@ def event(seq: int) -> dict[str, Any]:
             "value": 21.5}
 
 
+# The `*-schema` cases run with LEITSTAND_SCHEMA_DIR holding this schema for every domain: ten
+# properties (the bench event's six, `domain` included, and four optional ones), typed and
+# constrained, no others allowed. Issue 14's target: ndjson100 keeps >= 75% of its events/s.
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "maxLength": 64},
+        "seq": {"type": "integer", "minimum": 0},
+        "host": {"type": "string", "pattern": "^[a-z0-9-]+$"},
+        "status": {"enum": ["ok", "warn", "error"]},
+        "value": {"type": "number"},
+        "domain": {"type": "string"},
+        "unit": {"type": "string"},
+        "room": {"type": "string"},
+        "battery": {"type": "number", "minimum": 0, "maximum": 100},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["event", "seq", "host", "status", "value", "domain"],
+    "additionalProperties": False,
+}
+SCHEMA_FILE = "*.schema.json"  # a pattern: the warm-up domain is checked too
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
     route: str  # URL path and query, with {domain}
     content_type: str
     events: list[dict[str, Any]]
+    schema: dict[str, Any] | None = None  # run with this schema in LEITSTAND_SCHEMA_DIR
 
     def path(self, domain: str = DOMAIN) -> str:
         return self.route.format(domain=domain)
@@ -48,6 +73,10 @@ KINDS = {
     "ndjson1000": Kind("ndjson1000", "/v1/ingest?domain={domain}", "application/x-ndjson",
                        [event(i) for i in range(1000)]),
     "legacy": Kind("legacy", "/ingest/{domain}", "application/json", [event(0)]),
+    "single-schema": Kind("single-schema", "/v1/ingest?domain={domain}", "application/json",
+                          [event(0)], SCHEMA),
+    "ndjson100-schema": Kind("ndjson100-schema", "/v1/ingest?domain={domain}",
+                             "application/x-ndjson", [event(i) for i in range(100)], SCHEMA),
 }
 
 

@@ -14,6 +14,7 @@ TARGETS = {
     "ndjson100_vs_disk_floor": 0.75,
     "peak_rss_mb": 150.0,
     "soak_growth": 0.10,
+    "schema_ndjson100_kept": 0.75,  # with a 10-property schema: at most 25% fewer events/s
 }
 
 
@@ -75,7 +76,8 @@ def _floor_rows(run: dict[str, Any]) -> list[list[str]]:
 
 
 def _ordered(run: dict[str, Any]) -> list[dict[str, Any]]:
-    order = {"single": 0, "legacy": 1, "ndjson100": 2, "ndjson1000": 3}
+    order = {"single": 0, "legacy": 1, "ndjson100": 2, "ndjson1000": 3, "single-schema": 4,
+             "ndjson100-schema": 5}
     return sorted(run["cases"], key=lambda r: (order.get(r["kind"], 9), r["workers"],
                                                r["connections"]))
 
@@ -139,6 +141,18 @@ def check_targets(run: dict[str, Any], soak: dict[str, Any] | None = None) -> li
             target(f"{kind}, 64 conns: 2 workers faster than 1",
                    f"{two['events_per_second']:,.0f} vs {one['events_per_second']:,.0f} events/s",
                    two["events_per_second"] > one["events_per_second"])
+    for row in run["cases"]:
+        if row["kind"] != "ndjson100-schema":
+            continue
+        plain = _case(run, row["case"].replace("ndjson100-schema", "ndjson100", 1))
+        if plain and plain["events_per_second"]:
+            kept = row["events_per_second"] / plain["events_per_second"]
+            target(f"100-event NDJSON with a 10-property schema, {row['connections']} conns, "
+                   f"{row['workers']} worker(s): >= {TARGETS['schema_ndjson100_kept']:.2f} of "
+                   "the events/s without",
+                   f"{kept:.2f} ({row['events_per_second']:,.0f} vs "
+                   f"{plain['events_per_second']:,.0f} events/s)",
+                   kept >= TARGETS["schema_ndjson100_kept"])
     peak = max((max(r["peak_rss_mb_per_worker"], default=0) for r in run["cases"]), default=0)
     target("peak RSS per worker <= 150 MB (all cases)", f"{peak:.0f} MB",
            peak <= TARGETS["peak_rss_mb"])
@@ -170,7 +184,8 @@ def chart(run: dict[str, Any], path: Path) -> None:
 
     rows = _ordered(run)
     colors = {"single": "#1f77b4", "legacy": "#9467bd", "ndjson100": "#2ca02c",
-              "ndjson1000": "#ff7f0e"}
+              "ndjson1000": "#ff7f0e", "single-schema": "#17becf",
+              "ndjson100-schema": "#bcbd22"}
     labels = [f"{r['kind']}  c{r['connections']} w{r['workers']}" for r in rows]
     values = [r["events_per_second"] for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.42 * len(rows) + 1.8), dpi=110)

@@ -84,9 +84,14 @@ def run_case(work: Path, kind: cases.Kind, workers: int, connections: int,
     data_dir.mkdir(parents=True)
     body = work / name / "body"
     body.write_bytes(kind.body())
+    env = leitstand_env(data_dir)
+    if kind.schema is not None:
+        schema_dir = work / name / "schemas"
+        schema_dir.mkdir()
+        (schema_dir / cases.SCHEMA_FILE).write_text(json.dumps(kind.schema))
+        env["LEITSTAND_SCHEMA_DIR"] = str(schema_dir)
     load = machine.load_average()
-    server = Server(target, workers=workers, log_path=work / name / "server.log",
-                    env=leitstand_env(data_dir))
+    server = Server(target, workers=workers, log_path=work / name / "server.log", env=env)
     with server:
         if warmup:
             drive(server, kind, connections, warmup, body, domain="warmup")
@@ -188,7 +193,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     disk_lines = statistics.mean(d["lines_per_second"] for d in disk)
     rows = [median_of(runs) for runs in case_runs.values()]
     for row in rows:
-        if row["kind"] in ("single", "legacy"):
+        if row["events_per_request"] == 1:  # single, legacy, single-schema
             floor_rps = http_floors[f"c{row['connections']}-w{row['workers']}"]
             row["floor"] = "http"
             row["floor_ratio"] = row["requests_per_second"] / floor_rps["requests_per_second"]

@@ -75,3 +75,34 @@ def test_acknowledged_check_allows_only_requests_in_flight() -> None:
     assert "LOST" in (check(stored=99, ok=100, non_ok=0, connections=64, socket_errors=0) or "")
     assert check(stored=165, ok=100, non_ok=0, connections=64, socket_errors=0)
     assert check(stored=100, ok=100, non_ok=1, connections=64, socket_errors=0)
+
+
+def test_schema_cases_use_a_10_property_schema_their_events_match() -> None:
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(cases.SCHEMA)
+    assert len(cases.SCHEMA["properties"]) == 10
+    validator = Draft202012Validator(cases.SCHEMA)
+    for name in ("single-schema", "ndjson100-schema"):
+        kind = cases.KINDS[name]
+        assert kind.schema is cases.SCHEMA
+        assert all(validator.is_valid(e) for e in kind.stored())
+    plain = cases.KINDS["ndjson100"]
+    assert plain.schema is None
+    assert cases.KINDS["ndjson100-schema"].body() == plain.body()  # only the schema differs
+    assert not validator.is_valid({**plain.stored()[0], "value": "21.5"})
+
+
+def test_schema_target_compares_with_the_same_case_without_schema() -> None:
+    from bench.report import check_targets
+
+    def row(kind: str, events_per_second: float) -> dict:
+        return {"case": f"{kind}-c16-w1", "kind": kind, "workers": 1, "connections": 16,
+                "events_per_second": events_per_second, "peak_rss_mb_per_worker": [50.0]}
+
+    run = {"cases": [row("ndjson100", 10_000.0), row("ndjson100-schema", 8_000.0)]}
+    (target,) = [t for t in check_targets(run) if "schema" in t["target"]]
+    assert target["met"] is True and target["measured"].startswith("0.80")
+    run["cases"][1]["events_per_second"] = 7_000.0
+    (target,) = [t for t in check_targets(run) if "schema" in t["target"]]
+    assert target["met"] is False

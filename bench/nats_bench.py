@@ -128,8 +128,9 @@ def sink_alone(work: Path, events: int = 30_000) -> dict[str, Any]:
     """The sink's own rate: `events` lines already in a one-node stream, written by the sink
     code in this process (no HTTP, no ingest, no process start) until all are acknowledged."""
     from leitstand.config import Settings
-    from leitstand.sink import DataDir, Sink
-    from leitstand.store.nats import ensure_stream
+    from leitstand.nats.connection import ensure_stream
+    from leitstand.nats.domainsink import DataDir
+    from leitstand.nats.sink import Sink
 
     line = orjson_line()
     load = machine.load_average()

@@ -327,15 +327,14 @@ async def ingest_legacy(request: Request, domain: str) -> Response:
 )
 async def health(request: Request) -> Response:
     """`ok`; a backend that can be unreachable (nats) reports its state, and 503 while down."""
-    check = getattr(service(request).store, "health", None)
-    if check is None:
-        return JSONResponse({"status": "ok"})
-    backend = await check()
-    ok = bool(backend.pop("ok", False))
+    health = await service(request).store.health()
+    body: dict[str, Any] = {"status": "ok" if health.ok else "unavailable"}
+    if health.backend is not None:
+        body["backend"] = health.backend
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "backend": backend},
-        status_code=200 if ok else 503,
-        headers=None if ok else {"Retry-After": "5"},
+        body,
+        status_code=200 if health.ok else 503,
+        headers=None if health.ok else {"Retry-After": "5"},
     )
 
 

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # JSON Schemas per domain (leitstand/schemas/); unset: events are not checked.
     schema_dir: Path | None = None
     backend: Literal["jsonl", "nats"] = "jsonl"
-    # The nats backend (leitstand/store/nats.py, leitstand/sink.py); ignored with jsonl.
+    # The nats backend (leitstand/nats/); ignored with jsonl.
     nats_url: Annotated[tuple[str, ...], NoDecode] = ("nats://127.0.0.1:4222",)
     nats_stream: str = Field(default="leitstand", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     nats_replicas: int = Field(default=3, ge=1, le=5)

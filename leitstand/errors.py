@@ -93,6 +93,19 @@ class StorageFailed(Unavailable):
     reason = "storage_error"
 
 
+class BackendUnavailable(Unavailable):
+    """The nats backend cannot reach NATS or its stream."""
+
+    reason = "backend_unavailable"
+
+
+class NotARegularFile(LeitstandError):
+    """A name the store writes to is a directory, a FIFO or a symlink: refused."""
+
+    status = 500
+    reason = "not_a_regular_file"
+
+
 class DiskFull(LeitstandError):
     status = 507
     reason = "disk_full"

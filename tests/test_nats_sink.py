@@ -14,7 +14,9 @@ import pytest
 
 from leitstand.config import Settings
 from leitstand.domains import data_file_name
-from leitstand.sink import DataDir, DomainSink, Mark, Sink, _domain
+from leitstand.nats.domainsink import DataDir, DomainSink
+from leitstand.nats.seqlog import Mark
+from leitstand.nats.sink import Sink, _domain
 
 from .conftest import TOKEN
 from .nats_cluster import NatsCluster, SinkProcess
@@ -32,7 +34,7 @@ def sink_for(data: Path) -> DomainSink:
 
 def crash(sink: DomainSink) -> None:
     """What a kill leaves: descriptors gone, nothing else done."""
-    sink.close()
+    sink.close_all()
 
 
 def plant_mark(data: Path, seq: int, payload: bytes) -> None:
@@ -135,6 +137,74 @@ def test_one_sink_per_data_dir(tmp_path: Path) -> None:
         first.close()
 
 
+# -- the sink follows the store's file protocol (each of these once drifted apart) -------------
+def test_the_sink_refuses_a_symlinked_helper_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", data / ".leitstand")
+    with pytest.raises(RuntimeError, match="not a directory"):
+        DataDir(data, fsync=True, lock_timeout=1.0)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The fsync calls made from now on, as (call, path of the file); the calls still happen."""
+    calls: list[tuple[str, str]] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+
+        def spy(fd: int, real=real, name=name) -> None:  # type: ignore[no-untyped-def]
+            calls.append((name, os.readlink(f"/proc/self/fd/{fd}")))
+            real(fd)
+
+        monkeypatch.setattr(os, name, spy)
+    return calls
+
+
+def write_repair_and_recover(data: Path) -> None:
+    """A first write (new data file, new sequence log), a torn line of another writer (a new
+    quarantine file), and a restart after a write the sink did not finish (a cut)."""
+    sink = DataDir(data, fsync=data.name == "always", lock_timeout=2.0)
+    try:
+        sink.apply([(1, "aussen", LINES[0])])
+        with open(data / "aussen.jsonl", "ab") as f:
+            f.write(b'{"half":')
+        sink.apply([(2, "aussen", LINES[1])])
+    finally:
+        sink.close()
+    plant_mark(data, 4, LINES[2] + LINES[3])
+    with open(data / "aussen.jsonl", "ab") as f:
+        f.write(LINES[2])
+    again = DataDir(data, fsync=data.name == "always", lock_timeout=2.0)
+    try:
+        assert again.apply([(3, "aussen", LINES[2]), (4, "aussen", LINES[3])]) == 2
+    finally:
+        again.close()
+    assert (data / "aussen.jsonl").read_bytes() == b"".join(LINES[:4])
+    assert (data / ".leitstand" / "aussen.quarantine").read_bytes() == b'{"half":\n' + LINES[2]
+
+
+@pytest.mark.parametrize("fsync", ["off", "always"])
+def test_the_sink_honours_fsync_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    fsync: str) -> None:
+    """LEITSTAND_FSYNC=off: no fsync at all once the data dir exists, for writes and repairs
+    alike (`always` is the control: the same steps do fsync)."""
+    data = tmp_path / fsync
+    DataDir(data, fsync=False, lock_timeout=1.0).close()  # creates the dirs (always durably)
+    calls = count_fsyncs(monkeypatch)
+    write_repair_and_recover(data)
+    if fsync == "off":
+        assert calls == []
+    else:
+        data_file, quarantine = data / "aussen.jsonl", data / ".leitstand" / "aussen.quarantine"
+        assert calls.count(("fdatasync", str(data_file))) >= 3  # two writes, the cut
+        assert ("fsync", str(data)) in calls  # the new data file's name
+        # the new quarantine file's name is durable before the data is cut
+        first = next(i for i, (_, path) in enumerate(calls) if path == str(quarantine))
+        assert calls[first + 1] == ("fsync", str(data / ".leitstand"))
+
+
 # -- with a real nats-server ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def nats_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
@@ -196,8 +266,8 @@ async def test_sink_files_equal_the_embedded_stores_files(
 
 async def publish_and_lose_first(cluster: NatsCluster, settings: Settings):  # type: ignore[no-untyped-def]
     """Publish LINES; a consumer delivers message 1 to a subscriber that never acks it."""
-    from leitstand.sink import consumer_config
-    from leitstand.store.nats import ensure_stream
+    from leitstand.nats.connection import ensure_stream
+    from leitstand.nats.puller import consumer_config
 
     nc = await nats.connect(cluster.urls)
     js = nc.jetstream()
@@ -261,4 +331,28 @@ async def test_a_message_lost_in_transit_is_filled_from_the_stream_in_order(
         assert (settings.data_dir / "aussen.jsonl").read_bytes() == b"".join(LINES)
     finally:
         data.close()
+        await nc.close()
+
+
+@pytest.mark.anyio
+async def test_the_sinks_log_lines_are_escaped(nats_single: NatsCluster, tmp_path: Path) -> None:
+    """A control character in what the sink logs (here a subject, chosen by whoever publishes)
+    can neither forge a log line nor reach a terminal: the sink logs as the service does."""
+    sink = SinkProcess(tmp_path / "data", {
+        "LEITSTAND_BACKEND": "nats", "LEITSTAND_NATS_URL": nats_single.urls,
+        "LEITSTAND_NATS_STREAM": "escaped", "LEITSTAND_NATS_REPLICAS": "1",
+        "LEITSTAND_NATS_CONSUMER": "escaped-sink",
+    }, tmp_path / "sink.log")
+    nc = await nats.connect(nats_single.urls)
+    try:
+        sink.start()
+        js = nc.jetstream()
+        await js.publish("escaped.x\x1b[2Kforged", b"not a batch")
+        await js.publish("escaped.aussen", LINES[0])
+        await wait_for_file(tmp_path / "data" / "aussen.jsonl", LINES[0], timeout=20)
+        log = sink.log_path.read_bytes()
+        assert b"escaped.x\\x1b[2Kforged" in log, log
+        assert b"\x1b" not in log
+    finally:
+        sink.stop()
         await nc.close()

@@ -14,8 +14,10 @@ import orjson
 import pytest
 
 from leitstand.config import Settings
-from leitstand.sink import DataDir, Sink
-from leitstand.store.nats import COUNT_HEADER, FINGERPRINT_HEADER, domain_of, subject_for
+from leitstand.nats.connection import domain_of, subject_for
+from leitstand.nats.domainsink import DataDir
+from leitstand.nats.sink import Sink
+from leitstand.nats.store import COUNT_HEADER, FINGERPRINT_HEADER
 
 from .nats_cluster import NatsCluster
 

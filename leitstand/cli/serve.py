@@ -62,7 +62,7 @@ def app_from_environment() -> Any:
 
 
 def run_sink(args: argparse.Namespace) -> int:
-    from ..sink import main as sink_main
+    from ..nats.main import main as sink_main
 
     sink_main()
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..metrics import Metrics
-from .base import AppendResult, Idempotency, Store
+from .base import AppendResult, Batch, DomainInfo, Health, Idempotency, Store
 from .jsonl import JsonlStore, StoreOptions
 
 
@@ -22,10 +22,13 @@ def open_store(settings: Settings, metrics: Metrics) -> Store:
             ),
         )
     if settings.backend == "nats":
-        from .nats import NatsStore  # the NATS client is loaded only when it is used
+        from ..nats.store import NatsStore  # the NATS client is loaded only when it is used
 
         return NatsStore(settings, metrics)
     raise ValueError(f"unknown backend {settings.backend!r}")
 
 
-__all__ = ["AppendResult", "Idempotency", "JsonlStore", "Store", "StoreOptions", "open_store"]
+__all__ = [
+    "AppendResult", "Batch", "DomainInfo", "Health", "Idempotency", "JsonlStore", "Store",
+    "StoreOptions", "open_store",
+]

@@ -1,10 +1,11 @@
-"""The storage interface the API layer talks to. Backends: `jsonl` (embedded default)."""
+"""The storage interface the API layer talks to. Backends: `jsonl` (embedded default) and
+`nats` (`leitstand/nats/`)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,15 @@ class Batch:
     next_cursor: str
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether the backend can store now. `backend`: the parts it reports for `/health` (None:
+    a backend with nothing to report, such as the embedded store)."""
+
+    ok: bool
+    backend: dict[str, Any] | None = None
+
+
 class Store(Protocol):
     """Append-only event storage, one ordered log of JSON lines per domain.
 
@@ -73,6 +83,10 @@ class Store(Protocol):
         """Up to `limit` whole lines after the opaque `cursor` (None: from the start), or the
         last `tail` lines. Raises `NotFound` for an unknown domain, `BadCursor` for a cursor this
         store did not hand out."""
+        ...
+
+    async def health(self) -> Health:
+        """Whether the backend can store now (nats: connected, and the stream answers)."""
         ...
 
     async def close(self) -> None: ...

@@ -4,19 +4,15 @@ fd and never follow a symlink in the last component."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 
-from ..errors import DiskFull, LeitstandError, StorageFailed
+from ..errors import DiskFull, LeitstandError, NotARegularFile, StorageFailed
 
 OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 FILE_MODE = 0o600
 _SCAN = 65536
-
-
-class NotARegularFile(LeitstandError):
-    status = 500
-    reason = "not_a_regular_file"
 
 
 def open_append(name: str, dir_fd: int, *, create: bool = True) -> tuple[int, bool]:
@@ -77,6 +73,28 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def holds(fd: int, start: int, length: int, digest: str) -> bool:
+    """Whether the file holds bytes whose sha256 is `digest` at `[start, start + length)`."""
+    return hashlib.sha256(os.pread(fd, length, start)).hexdigest() == digest
+
+
+def replace_file(name: str, dir_fd: int, payload: bytes, *, fsync: bool) -> None:
+    """Replace `name` by a file holding `payload`, all at once: written as `<name>.tmp` and
+    renamed over it (with `fsync`, the content is durable before the rename, the rename after)."""
+    tmp = name + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 FILE_MODE, dir_fd=dir_fd)
+    try:
+        write_all(fd, payload)
+        if fsync:
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    if fsync:
+        os.fsync(dir_fd)
+
+
 def partial_tail_start(fd: int, size: int) -> int:
     """Offset just past the last newline of the first `size` bytes (0 if there is none)."""
     end = size
@@ -90,11 +108,18 @@ def partial_tail_start(fd: int, size: int) -> int:
     return 0
 
 
+def whole_lines_end(fd: int, size: int) -> int:
+    """Where the last whole line of the first `size` bytes ends (`size` if they end in one)."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    return partial_tail_start(fd, size)
+
+
 def cut_partial_tail(fd: int, size: int) -> tuple[int, bytes]:
     """If the file does not end in a newline, cut the torn tail off. Returns (new size, tail)."""
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+    keep = whole_lines_end(fd, size)
+    if keep == size:
         return size, b""
-    keep = partial_tail_start(fd, size)
     tail = os.pread(fd, size - keep, keep)
     os.ftruncate(fd, keep)
     return keep, tail

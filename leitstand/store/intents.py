@@ -33,6 +33,7 @@ from .files import (
     identity,
     names,
     partial_tail_start,
+    replace_file,
     write_all,
 )
 
@@ -103,17 +104,18 @@ class IntentLog:
         writer that died, if any. `tail_only`: skip the history, look at the last line only."""
         if self._fd is not None and not names(self._name, self._dir_fd, self._ident):
             self._forget()  # another process compacted the log: read the new one from the start
-        if self._fd is None:
+        fd = self._fd
+        if fd is None:
             try:
-                self._set_fd(os.open(self._name, OPEN_FLAGS, dir_fd=self._dir_fd))
+                fd = self._set_fd(os.open(self._name, OPEN_FLAGS, dir_fd=self._dir_fd))
             except FileNotFoundError:
                 return None
             if tail_only:
-                end = partial_tail_start(self._fd, os.fstat(self._fd).st_size)
-                self._offset = partial_tail_start(self._fd, end - 1) if end else 0
-        size = os.fstat(self._fd).st_size
+                end = partial_tail_start(fd, os.fstat(fd).st_size)
+                self._offset = partial_tail_start(fd, end - 1) if end else 0
+        size = os.fstat(fd).st_size
         if size > self._offset:
-            data = os.pread(self._fd, size - self._offset, self._offset)
+            data = os.pread(fd, size - self._offset, self._offset)
             end = data.rfind(b"\n") + 1
             for raw in data[:end].splitlines():
                 self._load_line(raw)
@@ -122,9 +124,10 @@ class IntentLog:
         self._clean = size == self._offset  # else a dead writer left a torn line at the end
         return self._open
 
-    def _set_fd(self, fd: int) -> None:
+    def _set_fd(self, fd: int) -> int:
         self._fd = fd
         self._ident = identity(fd)
+        return fd
 
     def _load_line(self, raw: bytes) -> None:
         try:
@@ -177,25 +180,26 @@ class IntentLog:
 
     def _append(self, payload: bytes, *, fsync: bool) -> None:
         created = False
-        if self._fd is None:
-            self._set_fd(os.open(self._name, OPEN_FLAGS | os.O_CREAT, FILE_MODE,
-                                 dir_fd=self._dir_fd))
+        fd = self._fd
+        if fd is None:
+            fd = self._set_fd(os.open(self._name, OPEN_FLAGS | os.O_CREAT, FILE_MODE,
+                                      dir_fd=self._dir_fd))
             created = True
             self._clean = False
         if self._clean:
             size = self._offset
         else:  # a writer that died mid-line left a torn log line: cut it (nobody read past it)
-            size, _ = cut_partial_tail(self._fd, os.fstat(self._fd).st_size)
+            size, _ = cut_partial_tail(fd, os.fstat(fd).st_size)
         self._clean = False
         try:
-            write_all(self._fd, payload)
+            write_all(fd, payload)
             if fsync:
-                os.fdatasync(self._fd)
+                os.fdatasync(fd)
                 if created:
                     os.fsync(self._dir_fd)
         except OSError:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, size)
+                os.ftruncate(fd, size)
             raise
         self._offset = size + len(payload)
         self._clean = True
@@ -214,18 +218,7 @@ class IntentLog:
                          option=orjson.OPT_APPEND_NEWLINE)
             for key, r in self._records.items()
         )
-        tmp = self._name + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     FILE_MODE, dir_fd=self._dir_fd)
-        try:
-            write_all(fd, payload)
-            if fsync:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-        if fsync:
-            os.fsync(self._dir_fd)
+        replace_file(self._name, self._dir_fd, payload, fsync=fsync)
         os.close(self._fd)
         self._set_fd(os.open(self._name, OPEN_FLAGS, dir_fd=self._dir_fd))
         self._offset, self._lines = len(payload), len(self._records)

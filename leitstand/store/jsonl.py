@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import logging
 import os
@@ -26,14 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio.to_thread
-
-from ..domains import file_stem
+from ..domains import DATA_SUFFIX, file_stem
 from ..errors import IdempotencyConflict, LeitstandError, LockTimeout
 from ..metrics import Metrics
-from .base import AppendResult, Batch, DomainInfo, Idempotency
-from .domainfile import DATA_SUFFIX, HELPER_DIR, DomainFile, Outcome, StoreOptions
-from .reader import DomainStats, read_batch
+from .base import AppendResult, Batch, DomainInfo, Health, Idempotency
+from .datafile import open_data_dir, open_helper_dir
+from .domainfile import DomainFile, Outcome, StoreOptions
+from .reader import FileReader
 
 log = logging.getLogger("leitstand.store")
 
@@ -52,15 +50,15 @@ class JsonlStore:
     """Store events as JSON lines in `<data_dir>/<domain>.jsonl`."""
 
     def __init__(self, data_dir: Path, metrics: Metrics, options: StoreOptions) -> None:
-        self._dir_fd = _open_data_dir(data_dir)
-        self._helper_fd = _open_helper_dir(self._dir_fd)
+        self._dir_fd = open_data_dir(data_dir)
+        self._helper_fd = open_helper_dir(self._dir_fd)
         self.data_dir = data_dir
         self._metrics = metrics
         self._options = options
         self._writers: dict[str, DomainWriter] = {}
         self._pool = ThreadPoolExecutor(options.io_threads, thread_name_prefix="leitstand-io")
         self._recover_all()
-        self._stats = DomainStats(self._dir_fd)
+        self._reader = FileReader(self._dir_fd)
 
     def writer(self, domain: str) -> DomainWriter:
         writer = self._writers.pop(domain, None)
@@ -87,17 +85,16 @@ class JsonlStore:
     ) -> AppendResult:
         return await self.writer(domain).append(lines, idempotency)
 
-    # Reads (see reader.py) never take the flock and run in anyio's worker threads, apart
-    # from the writers' pool, so a slow reader never delays a commit.
     async def domains(self) -> list[DomainInfo]:
-        return await anyio.to_thread.run_sync(self._stats.snapshot)
+        return await self._reader.domains()
 
     async def read(
         self, domain: str, *, cursor: str | None = None, limit: int = 100, tail: int | None = None
     ) -> Batch:
-        return await anyio.to_thread.run_sync(
-            lambda: read_batch(self._dir_fd, domain, cursor=cursor, limit=limit, tail=tail)
-        )
+        return await self._reader.read(domain, cursor=cursor, limit=limit, tail=tail)
+
+    async def health(self) -> Health:
+        return Health(ok=True)  # the files are local: whatever fails, fails per request
 
     async def close(self) -> None:
         for writer in self._writers.values():
@@ -294,36 +291,3 @@ class DomainWriter:
     def _retry_after(self) -> str:
         return str(max(1, min(int(self._options.lock_timeout), 30)))
 
-
-def _open_data_dir(data_dir: Path) -> int:
-    """Open (creating if needed, durably) the data directory."""
-    if not data_dir.is_dir():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(data_dir.resolve().parent)
-    return os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-
-def _open_helper_dir(dir_fd: int) -> int:
-    """Open `.leitstand/` inside the data dir, never through a symlink."""
-    try:
-        os.mkdir(HELPER_DIR, 0o700, dir_fd=dir_fd)
-        os.fsync(dir_fd)
-    except FileExistsError:
-        pass
-    try:
-        return os.open(HELPER_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise RuntimeError(
-                f"{HELPER_DIR} in the data dir is not a directory (a symlink?); refusing to use it"
-            ) from exc
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import anyio.to_thread
 import orjson
 
 from ..domains import DATA_SUFFIX, data_file_name, normalize_domain
@@ -42,6 +43,25 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 _FIRST_LINE_MAX = 65536
 # Never follow a symlink; never wait for a writer when the name is a FIFO.
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+class FileReader:
+    """The read side of a data directory, as every backend serves it. Reads never take the
+    writers' flock (see `settled_size`) and run in anyio's worker threads, apart from the
+    writers' pool, so a slow reader never delays a commit."""
+
+    def __init__(self, dir_fd: int) -> None:
+        self._dir_fd = dir_fd
+        self._stats = DomainStats(dir_fd)
+
+    async def domains(self) -> list[DomainInfo]:
+        return await anyio.to_thread.run_sync(self._stats.snapshot)
+
+    async def read(self, domain: str, *, cursor: str | None, limit: int,
+                   tail: int | None) -> Batch:
+        return await anyio.to_thread.run_sync(
+            lambda: read_batch(self._dir_fd, domain, cursor=cursor, limit=limit, tail=tail)
+        )
 
 
 def encode_cursor(inode: int, offset: int) -> str:

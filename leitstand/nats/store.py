@@ -3,7 +3,7 @@
 A request's batch becomes ONE message on subject `<stream>.<domain>`: its payload is the batch's
 stored lines concatenated, each `\n`-terminated (the same bytes the embedded store would
 append), with `Leitstand-Count: <events>`. So a batch is all-or-nothing here too: JetStream
-stores the message or it does not, and the sink (`leitstand/sink.py`) writes a message's lines
+stores the message or it does not, and the sink (`leitstand/nats/sink.py`) writes a message's lines
 as one unit. Domains are normalised FQDNs, so their dots simply become further subject tokens
 and `<stream>.>` captures all of them; the sink maps a subject back to its domain by cutting
 the prefix.
@@ -26,11 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from typing import Any
 
-import anyio.to_thread
-import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
@@ -42,10 +39,12 @@ from nats.js.errors import (
 )
 
 from ..config import Settings
-from ..errors import IdempotencyConflict, PayloadTooLarge, Unavailable
+from ..errors import BackendUnavailable, IdempotencyConflict, PayloadTooLarge, Unavailable
 from ..metrics import Metrics
-from .base import AppendResult, Batch, DomainInfo, Idempotency
-from .reader import DomainStats, read_batch
+from ..store.base import AppendResult, Batch, DomainInfo, Health, Idempotency
+from ..store.datafile import open_data_dir
+from ..store.reader import FileReader
+from .connection import connect, ensure_stream, subject_for
 
 log = logging.getLogger("leitstand.store.nats")
 
@@ -64,118 +63,6 @@ _AMBIGUOUS = (
 )
 
 
-class BackendUnavailable(Unavailable):
-    reason = "backend_unavailable"
-
-
-class QuietLog:
-    """A problem that repeats on every retry (a server down) is logged once per `every`
-    seconds, with the number of repeats in between."""
-
-    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
-        self._logger = logger
-        self._every = every
-        self._last = -every
-        self._repeats = 0
-
-    def warning(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last < self._every:
-            self._repeats += 1
-            return
-        if self._repeats:
-            message += f" ({self._repeats} more such messages since the last one)"
-        self._logger.warning("%s", message)
-        self._last, self._repeats = now, 0
-
-
-def subject_for(stream: str, domain: str) -> str:
-    """The subject events of `domain` (already normalised) are published on."""
-    return f"{stream}.{domain}"
-
-
-def domain_of(stream: str, subject: str) -> str | None:
-    """The domain a subject of `stream` belongs to, or None if it is not one of ours."""
-    prefix = stream + "."
-    return subject[len(prefix):] if subject.startswith(prefix) else None
-
-
-def stream_config(settings: Settings) -> api.StreamConfig:
-    """The stream leitstand creates when it does not exist yet (an existing one is used as is)."""
-    max_age = settings.nats_max_age or None
-    window = settings.idempotency_window
-    if max_age is not None:
-        window = min(window, max_age)
-    return api.StreamConfig(
-        name=settings.nats_stream,
-        subjects=[f"{settings.nats_stream}.>"],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        discard=api.DiscardPolicy.OLD,
-        num_replicas=settings.nats_replicas,
-        max_age=max_age,
-        duplicate_window=window,
-        allow_direct=True,
-    )
-
-
-async def connect(settings: Settings, name: str) -> NatsClient:
-    """Connect to one of `settings.nats_url`. Retries for ever (bound it from outside); once
-    connected, the client reconnects by itself after losing its server."""
-
-    quiet = QuietLog(log)
-
-    async def on_error(exc: Exception) -> None:
-        quiet.warning(f"nats: {exc or type(exc).__name__}")
-
-    client: list[NatsClient] = []
-
-    async def on_disconnected() -> None:
-        if not (client and client[0].is_closed):  # not when we close it ourselves
-            log.warning("nats: disconnected, reconnecting")
-
-    async def on_reconnected() -> None:
-        log.info("nats: reconnected")
-
-    options: dict[str, Any] = {
-        "servers": list(settings.nats_url),
-        "name": name,
-        "connect_timeout": max(1, min(int(settings.nats_timeout), 5)),
-        "allow_reconnect": True,
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.25,
-        "ping_interval": 5,
-        "max_outstanding_pings": 2,
-        "error_cb": on_error,
-        "disconnected_cb": on_disconnected,
-        "reconnected_cb": on_reconnected,
-    }
-    if settings.nats_creds is not None:
-        options["user_credentials"] = str(settings.nats_creds)
-    if settings.nats_user is not None:
-        options["user"] = settings.nats_user
-    if settings.nats_password is not None:
-        options["password"] = settings.nats_password.get_secret_value()
-    client.append(await nats.connect(**options))
-    return client[0]
-
-
-async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Create the stream unless it exists. Racing creators with the same config all succeed."""
-    try:
-        await js.stream_info(settings.nats_stream)
-        return
-    except NotFoundError:
-        pass
-    try:
-        await js.add_stream(stream_config(settings))
-        log.info("created JetStream stream %s (replicas=%d)",
-                 settings.nats_stream, settings.nats_replicas)
-    except APIError as exc:
-        if exc.err_code != 10058:  # "stream name already in use": someone else was first
-            raise
-
-
 class NatsStore:
     """Publish events to JetStream; connects lazily on first use (or `/health`)."""
 
@@ -190,7 +77,7 @@ class NatsStore:
         self._stream_ready = False
         self._stream_lock: asyncio.Lock | None = None
         self._dir_fd: int | None = None
-        self._stats: DomainStats | None = None
+        self._reader: FileReader | None = None
 
     # -- public --------------------------------------------------------------------------------
     async def append(
@@ -228,18 +115,14 @@ class NatsStore:
     # The read side serves the sink's files: LEITSTAND_DATA_DIR must be the sink's directory
     # (same host or a shared volume); events show up there once the sink has written them.
     async def domains(self) -> list[DomainInfo]:
-        stats = self._reader()[1]
-        return await anyio.to_thread.run_sync(stats.snapshot)
+        return await self._files().domains()
 
     async def read(
         self, domain: str, *, cursor: str | None = None, limit: int = 100, tail: int | None = None
     ) -> Batch:
-        dir_fd = self._reader()[0]
-        return await anyio.to_thread.run_sync(
-            lambda: read_batch(dir_fd, domain, cursor=cursor, limit=limit, tail=tail)
-        )
+        return await self._files().read(domain, cursor=cursor, limit=limit, tail=tail)
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> Health:
         """`ok` when connected and the stream answers, with the parts for `/health`."""
         state: dict[str, Any] = {"backend": "nats", "connected": False, "stream": False}
         deadline = _now() + min(self._timeout, 2.0)
@@ -251,8 +134,7 @@ class NatsStore:
             state["messages"] = info.state.messages
         except (Unavailable, APIError, asyncio.TimeoutError, nats.errors.Error) as exc:
             state["error"] = str(getattr(exc, "detail", None) or type(exc).__name__)
-        state["ok"] = state["connected"] and state["stream"]
-        return state
+        return Health(ok=state["connected"] and state["stream"], backend=state)
 
     async def close(self) -> None:
         if self._connecting is not None and not self._connecting.done():
@@ -267,16 +149,13 @@ class NatsStore:
         self._client = self._js = None
         if self._dir_fd is not None:
             os.close(self._dir_fd)
-            self._dir_fd = self._stats = None
+            self._dir_fd = self._reader = None
 
-    def _reader(self) -> tuple[int, DomainStats]:
-        if self._dir_fd is None or self._stats is None:
-            self._settings.data_dir.mkdir(parents=True, exist_ok=True)
-            self._dir_fd = os.open(
-                self._settings.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-            )
-            self._stats = DomainStats(self._dir_fd)
-        return self._dir_fd, self._stats
+    def _files(self) -> FileReader:
+        if self._reader is None:
+            self._dir_fd = open_data_dir(self._settings.data_dir)
+            self._reader = FileReader(self._dir_fd)
+        return self._reader
 
     # -- connection ----------------------------------------------------------------------------
     async def _jetstream(self, deadline: float) -> JetStreamContext:

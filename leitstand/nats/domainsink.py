@@ -1,0 +1,187 @@
+"""The sink's writes into the data directory, through the same file protocol as the embedded
+store (`leitstand/store/datafile.py`: names, `flock(LOCK_EX)` on the data file, fsync policy,
+a torn tail cut into `.leitstand/<stem>.quarantine`), plus the sink's own sequence log.
+
+Exactly once. Before the data, the sink logs a mark (`seqlog.py`); on start (under the data
+file's lock) the last mark decides:
+
+- landed: everything up to its sequence `q` is in the file. Killed after the data fsync but
+  before the ack, JetStream redelivers those messages; their sequence is <= q, so they are
+  acked, not written.
+- not landed, and the file ends at `s`: killed between the mark and the data write; the
+  previous mark's `q` holds, the redelivered messages are written.
+- not landed, and the file ends inside `[s, s+n)`: killed (or power lost) mid-write; the torn
+  bytes are cut into the quarantine file and the messages are written again when redelivered.
+- not landed, and the file is longer or another file (rotated): the bytes cannot be told apart
+  from an outside writer's; the sink logs it and writes the messages again (a possible duplicate
+  beats a loss). This needs a crash in the window *and* an outside writer or a rotation.
+
+A message is the unit: its lines go into the file in one write together with the messages
+around it, and are applied (or skipped) as a whole, never in part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from ..domains import file_stem
+from ..metrics import Metrics
+from ..store.datafile import DataFile, open_data_dir, open_helper_dir
+from ..store.files import FILE_MODE, holds, storage_error
+from .seqlog import Mark, SeqLog
+
+log = logging.getLogger("leitstand.sink")
+
+LOCK_NAME = "sink.lock"
+
+
+class DomainSink(DataFile):
+    """Writes one domain's lines. Blocking: run it in a thread."""
+
+    def __init__(self, domain: str, dir_fd: int, helper_fd: int, *, fsync: bool,
+                 lock_timeout: float, metrics: Metrics | None = None) -> None:
+        super().__init__(file_stem(domain), dir_fd, helper_fd, metrics or Metrics(),
+                         fsync=fsync, lock_timeout=lock_timeout, label=domain)
+        self.domain = domain
+        self._seqs = SeqLog(self.stem, helper_fd, fsync=fsync)
+        self._recovered = False
+        self.last: Mark | None = None  # the last landed write
+        self.written = 0
+
+    @property
+    def applied(self) -> int:
+        """The highest stream sequence of this domain that is in the file."""
+        return self.last.seq if self.last else 0
+
+    def apply(self, items: list[tuple[int, bytes]]) -> int:
+        """Append the messages of `items` (stream sequence, the message's lines) not yet
+        applied, all in one write; durable on return. Returns how many lines were written."""
+        if self.fd is None:
+            self.open()
+        self.lock()
+        try:
+            self.follow_rotation()
+            size = self.size()
+            if not self._recovered:
+                size = self._recover(size)
+                self._recovered = True
+            size = self.cut_torn_tail(size)
+            new = [line for seq, line in items if seq > self.applied]
+            if len(new) < len(items):
+                log.info("%s: %d redelivered messages were written before (up to sequence %d); "
+                         "not writing them again", self.name, len(items) - len(new), self.applied)
+            if not new:
+                return 0
+            payload = b"".join(new)
+            self._write(items[-1][0], payload, size)
+            return payload.count(b"\n")
+        except OSError as exc:
+            raise storage_error(exc, f"cannot store events for {self.domain}") from exc
+        finally:
+            self.unlock()
+
+    def close_all(self) -> None:
+        self.close()
+        self._seqs.close()
+
+    def _write(self, seq: int, payload: bytes, size: int) -> None:
+        mark = Mark(seq, size, len(payload), hashlib.sha256(payload).hexdigest(), self.inode)
+        self._seqs.append(mark, landed=self.last)
+        try:
+            self.append(payload)
+        except OSError:
+            # The mark is void now; keep "only the last mark may be unlanded" true.
+            assert self.fd is not None
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+            self._seqs.void_last = True
+            raise
+        self.last = mark
+        self.written += len(payload)
+        self._seqs.compact_if_large(self.last)
+
+    def _recover(self, size: int) -> int:
+        """Load the sequence log and settle its last mark against the data file."""
+        assert self.fd is not None
+        marks = self._seqs.read()
+        if not marks:
+            return size
+        last = marks[-1]
+        own = self.inode == last.inode
+        if own and last.start + last.length <= size and holds(self.fd, last.start, last.length,
+                                                              last.digest):
+            self.last = last
+            return size
+        self.last = marks[-2] if len(marks) > 1 else None
+        if own and last.start < size <= last.start + last.length:
+            size = self.cut(last.start, size, f"cut {size - last.start} bytes of a write the "
+                            "sink did not finish")
+        elif not own or size != last.start:
+            log.error(
+                "%s: the sink's last write (stream sequence %d) cannot be verified (the file "
+                "was rotated or written by another process meanwhile); writing it again, which "
+                "may duplicate up to %d bytes", self.name, last.seq, last.length,
+            )
+        log.info("%s: the last write before a crash did not land; resuming after sequence %d",
+                 self.name, self.applied)
+        self._seqs.compact(self.last)
+        return size
+
+
+class DataDir:
+    """The sink's side of a data directory: one `DomainSink` per domain, and the sink lock
+    (`.leitstand/sink.lock`: one sink per data directory)."""
+
+    def __init__(self, path: Path, *, fsync: bool, lock_timeout: float) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._lock_timeout = lock_timeout
+        self._metrics = Metrics()
+        self._domains: dict[str, DomainSink] = {}
+        self._fds: list[int] = []  # the data dir, the helper dir, the sink lock
+        try:
+            self._dir_fd = self._keep(open_data_dir(path))
+            self._helper_fd = self._keep(open_helper_dir(self._dir_fd))
+            lock_fd = self._keep(os.open(
+                LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE,
+                dir_fd=self._helper_fd))
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SystemExit(f"leitstand sink: another sink is running on {path}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _keep(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    def domain(self, domain: str) -> DomainSink:
+        sink = self._domains.get(domain)
+        if sink is None:
+            sink = DomainSink(domain, self._dir_fd, self._helper_fd, fsync=self._fsync,
+                              lock_timeout=self._lock_timeout, metrics=self._metrics)
+            self._domains[domain] = sink
+        return sink
+
+    def apply(self, run: list[tuple[int, str, bytes]]) -> int:
+        """Write a run of (sequence, domain, lines) in stream order; durable on return.
+        Returns how many lines were written."""
+        by_domain: dict[str, list[tuple[int, bytes]]] = {}
+        for seq, domain, line in run:
+            by_domain.setdefault(domain, []).append((seq, line))
+        return sum(self.domain(d).apply(items) for d, items in by_domain.items())
+
+    def close(self) -> None:
+        for sink in self._domains.values():
+            sink.close_all()
+        self._domains.clear()
+        while self._fds:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop())

@@ -10,7 +10,7 @@ PORT ?= $(or $(shell sed -n 's/^PORT=//p' .env 2>/dev/null | tail -n 1),8788)
 # settings from the environment and .env itself).
 TOKEN := $${LEITSTAND_TOKEN:-$$(sed -n 's/^LEITSTAND_TOKEN=//p' .env 2>/dev/null | tail -n 1)}
 
-.PHONY: dev venv venv-dev ingest-test test test-python test-rust lint openapi clean bench bench-soak fuzz
+.PHONY: dev venv venv-dev ingest-test test test-python test-rust lint openapi clean bench bench-soak bench-peers fuzz
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,13 @@ bench: venv
 bench-soak: venv
 	bash bench/install.sh
 	$(PY) -m bench.run --soak $(BENCH_ARGS)
+
+## leitstand next to a real peer (Benthos core v4.60.0, built with Go by bench/peers/build.sh) under
+## the same wrk load, 3 runs per case (~5 min); writes bench/peers.md into docs/benchmarks.md.
+bench-peers: venv
+	bash bench/install.sh
+	bash bench/peers/build.sh
+	$(PY) -m bench.peers_bench $(BENCH_ARGS)
 
 ## Regenerate docs/openapi.yaml from the app.
 openapi: venv-dev

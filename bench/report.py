@@ -288,4 +288,8 @@ def write_doc(bench: Path) -> None:
     if nats.exists():
         lines += ["", "<!-- nats-bench:begin -->", nats.read_text().rstrip(),
                   "<!-- nats-bench:end -->"]
+    peers = bench / "peers.md"  # written by bench/peers_bench.py (leitstand next to Benthos)
+    if peers.exists():
+        lines += ["", "<!-- peers-bench:begin -->", peers.read_text().rstrip(),
+                  "<!-- peers-bench:end -->"]
     (DOCS / "benchmarks.md").write_text("\n".join(lines) + "\n")

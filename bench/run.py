@@ -82,16 +82,24 @@ def run_case(work: Path, kind: cases.Kind, workers: int, connections: int,
     name = f"{kind.name}-c{connections}-w{workers}"
     data_dir = work / name / "data"
     data_dir.mkdir(parents=True)
-    body = work / name / "body"
-    body.write_bytes(kind.body())
     env = leitstand_env(data_dir)
     if kind.schema is not None:
         schema_dir = work / name / "schemas"
         schema_dir.mkdir()
         (schema_dir / cases.SCHEMA_FILE).write_text(json.dumps(kind.schema))
         env["LEITSTAND_SCHEMA_DIR"] = str(schema_dir)
-    load = machine.load_average()
     server = Server(target, workers=workers, log_path=work / name / "server.log", env=env)
+    row = measure(server, kind, connections, seconds, warmup, data_dir, work / name / "body")
+    return {"case": name, "workers": workers, **row}
+
+
+def measure(server: Any, kind: cases.Kind, connections: int, seconds: float, warmup: float,
+            data_dir: Path, body: Path) -> dict[str, Any]:
+    """Start `server` (leitstand's or a peer's: anything with start/stop, url, cpu_seconds and
+    worker_pids), warm it up on another domain, drive it, then check that its file for the bench
+    domain in `data_dir` holds exactly the acknowledged events; the data dir is removed after."""
+    body.write_bytes(kind.body())
+    load = machine.load_average()
     with server:
         if warmup:
             drive(server, kind, connections, warmup, body, domain="warmup")
@@ -110,7 +118,7 @@ def run_case(work: Path, kind: cases.Kind, workers: int, connections: int,
         stored, problem = cases.Stored(-1, -1), str(exc)
     shutil.rmtree(data_dir)
     return {
-        "case": name, "kind": kind.name, "workers": workers, "connections": connections,
+        "kind": kind.name, "connections": connections,
         "events_per_request": kind.per_request, "seconds": result.seconds,
         "requests_per_second": result.ok_per_second,
         "events_per_second": result.ok_per_second * kind.per_request,

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nats
@@ -154,7 +154,7 @@ def count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     for name in ("fsync", "fdatasync"):
         real = getattr(os, name)
 
-        def spy(fd: int, real=real, name=name) -> None:  # type: ignore[no-untyped-def]
+        def spy(fd: int, real: Callable[[int], None] = real, name: str = name) -> None:
             calls.append((name, os.readlink(f"/proc/self/fd/{fd}")))
             real(fd)
 

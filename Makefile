@@ -63,7 +63,7 @@ test-rust: venv
 	done
 
 lint: venv-dev
-	$(VENV)/bin/ruff check leitstand tests tools bench app.py
+	$(VENV)/bin/ruff check leitstand testing tests tools bench app.py
 
 ## Long fuzz run (schemathesis against the live server, hypothesis properties); minutes, not seconds.
 FUZZ_EXAMPLES ?= 1000

@@ -44,25 +44,6 @@ def describe(data_dir: Path) -> dict[str, object]:
     }
 
 
-def children(pid: int) -> list[int]:
-    """Direct child processes of `pid`."""
-    found: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            text = (task / "children").read_text().split()
-            found.extend(int(x) for x in text)
-    except OSError:
-        pass
-    return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` so far (0 if it is gone)."""
     try:

@@ -31,7 +31,7 @@ from typing import Any
 import nats
 import nats.errors
 
-from tests.nats_cluster import NatsCluster, SinkProcess
+from testing import NatsCluster, SinkProcess
 
 from . import cases, machine, wrk
 from .run import TOKEN, leitstand_env

@@ -14,18 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from testing import ROOT, ChildProcess, free_port
+
 from . import cases, machine, report
 from .run import BENCH, RESULTS, leitstand_env, measure, median_of
-from .server import ROOT, Server, free_port
+from .server import Server
 
 PEERS = BENCH / "peers"
 BINARY = PEERS / "bin" / "benthos-peer"
@@ -33,7 +33,7 @@ CONFIG = PEERS / "benthos" / "config.yaml"
 SYSTEMS = ("leitstand", "leitstand-fsync-off", "benthos")
 
 
-class Benthos:
+class Benthos(ChildProcess):
     """The Benthos peer on a free loopback port, writing `<data_dir>/<domain>.jsonl`; stopped
     by its PID."""
 
@@ -41,7 +41,7 @@ class Benthos:
         self.port = free_port()
         self.data_dir = data_dir
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc = None
 
     @property
     def url(self) -> str:
@@ -50,31 +50,21 @@ class Benthos:
     def __enter__(self) -> Benthos:
         env = {**os.environ, "PEER_ADDRESS": f"127.0.0.1:{self.port}",
                "PEER_DIR": str(self.data_dir)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([str(BINARY), "-c", str(CONFIG)], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.spawn([str(BINARY), "-c", str(CONFIG)], env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"benthos exited with {self.proc.returncode}: "
-                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+            if not self.running():
+                raise RuntimeError(f"benthos exited: {self.log()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return self
             except OSError:
                 time.sleep(0.1)
-        self.__exit__()
+        self.stop()
         raise TimeoutError("benthos did not listen within 30 s")
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=20)
+        self.stop(timeout=20)
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None

@@ -12,8 +12,7 @@ from fastapi import FastAPI
 
 from leitstand.app import create_app
 from leitstand.config import Settings
-
-from .server import ServerProcess
+from testing import ServerProcess
 
 TOKEN = "test-token"
 

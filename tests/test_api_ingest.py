@@ -206,10 +206,14 @@ async def test_long_domains_every_created_file_name_fits(client, data_dir, lengt
         assert data_file.name == f"{domain}.jsonl"
 
 
-def test_readme_states_the_long_domain_rule() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+def test_docs_state_the_long_domain_rule() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
     assert f"Domains über {PLAIN_STEM_MAX} Zeichen" in readme
     assert f"{_HASH_LEN} Hex-Stellen des SHA-256" in readme
+    storage = " ".join((root / "docs" / "storage.md").read_text(encoding="utf-8").split())
+    assert f"Domains longer than {PLAIN_STEM_MAX} characters" in storage
+    assert f"{_HASH_LEN} hex digits of the SHA-256" in storage
 
 
 async def test_long_domains_sharing_a_prefix_get_different_files(client, data_dir) -> None:

@@ -111,12 +111,14 @@ async def test_each_app_has_its_own_registry(make_client) -> None:
     assert ("leitstand_events_total", (("domain", "aussen"),)) not in await scrape(b)
 
 
-async def test_every_metric_named_in_the_readme_exists(client) -> None:
+@pytest.mark.parametrize(("doc", "heading"), [("README.md", "## Betrieb & Wartung"),
+                                               ("docs/operations.md", "## Operations")])
+async def test_every_metric_named_in_the_docs_exists(client, doc, heading) -> None:
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    operations = readme.split("## Betrieb & Wartung", 1)[1].split("\n## ", 1)[0]
+    text = (Path(__file__).resolve().parent.parent / doc).read_text(encoding="utf-8")
+    operations = text.split(heading, 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`(leitstand_[a-z_]+)`", operations))
     assert {"leitstand_events_total", "leitstand_bytes_total", "leitstand_requests_total",
             "leitstand_rejections_total", "leitstand_append_seconds"} <= named

@@ -137,12 +137,13 @@ async def test_legacy_answers_carry_deprecation_headers(make_client) -> None:
     assert "Deprecation" not in current.headers and "Sunset" not in current.headers
 
 
-def test_readme_states_the_same_deprecation_dates() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"Deprecation: @{int(DEPRECATED_SINCE.timestamp())}" in readme
+@pytest.mark.parametrize("doc", ["README.md", "docs/api.md"])
+def test_docs_state_the_same_deprecation_dates(doc) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    assert f"Deprecation: @{int(DEPRECATED_SINCE.timestamp())}" in text
     from email.utils import format_datetime
 
-    assert f"Sunset: {format_datetime(SUNSET, usegmt=True)}" in readme
+    assert f"Sunset: {format_datetime(SUNSET, usegmt=True)}" in text
 
 
 def test_openapi_module_prints_the_document(tmp_path) -> None:

@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from .server import ROOT
+from testing import ROOT
 
 pytestmark = pytest.mark.anyio
 

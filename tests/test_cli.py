@@ -19,9 +19,9 @@ import orjson
 import pytest
 
 from leitstand.client import Client
+from testing import ROOT, ServerProcess, free_port, stop_process_group
 
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess, free_port, stop_process_group
 
 LEITSTAND = Path(sys.executable).parent / "leitstand"  # the console script pip installed
 

@@ -26,9 +26,9 @@ from leitstand.client import (
     TooLargeError,
 )
 from leitstand.config import Settings
+from testing import ServerProcess
 
 from .conftest import TOKEN
-from .server import ServerProcess
 
 
 def stored(data_dir: Path, domain: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Both client snippets of the README run exactly as printed there (extracted from README.md,
 so the test fails when the README drifts): the Mini-Test against a real server process on
-localhost:8788 (or LEITSTAND_URL when that port is taken) and the hermetic one in-process."""
+localhost:8788 (or LEITSTAND_URL when that port is taken) and the hermetic one in-process. The
+client settings tables (README and docs/configuration.md) match the client's defaults."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from .server import ROOT, ServerProcess
+from testing import ROOT, ServerProcess
 
 # The snippets as the spec prints them; the README must keep them unchanged.
 SPEC_MINI_TEST = (
@@ -103,13 +104,11 @@ def test_hermetic_snippet_with_asgi_transport(tmp_path: Path) -> None:
         {"event": "test", "status": "ok", "domain": "example.com"}]
 
 
-def test_readme_env_table_matches_the_client_defaults() -> None:
+def client_defaults() -> dict[str, str]:
     from leitstand.client import ClientConfig
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Client-Library"):text.index("### Mini-Test")]
     defaults = ClientConfig.resolve(env={"LEITSTAND_TOKEN": "t"})
-    rows = {
+    return {
         "LEITSTAND_URL": defaults.url, "LEITSTAND_TIMEOUT": f"{defaults.timeout:g}",
         "LEITSTAND_RETRIES": str(defaults.retries), "LEITSTAND_BACKOFF": f"{defaults.backoff:g}",
         "LEITSTAND_MAX_BODY": str(defaults.max_body),
@@ -117,7 +116,20 @@ def test_readme_env_table_matches_the_client_defaults() -> None:
         "LEITSTAND_MAX_BACKOFF": f"{defaults.max_backoff:g}",
         "LEITSTAND_MAX_RETRY_AFTER": f"{defaults.max_retry_after:g}",
     }
-    for name, value in rows.items():
+
+
+def assert_client_table(section: str) -> None:
+    for name, value in client_defaults().items():
         assert f"| `{name}`" in section and f"`{value}`" in section.split(f"| `{name}`")[1].split(
             "\n")[0], name
     assert "| `LEITSTAND_TOKEN`" in section
+
+
+def test_readme_env_table_matches_the_client_defaults() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert_client_table(text[text.index("## Client-Library"):text.index("### Mini-Test")])
+
+
+def test_configuration_reference_lists_the_client_settings_with_their_defaults() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert_client_table(text.split("## Client settings\n", 1)[1].split("\n## ", 1)[0])

@@ -1,5 +1,5 @@
 """Settings: environment and `.env`, defaults, refusal to start with a useful message, and every
-setting documented in README.md."""
+setting documented in docs/configuration.md (the essential ones also in README.md)."""
 
 from __future__ import annotations
 
@@ -80,8 +80,15 @@ def test_env_example_is_valid_and_matches_the_readme(clean_env) -> None:
     example = (ROOT / ".env.example").read_text()
     assert "LEITSTAND_TOKEN=dev\n" in example
     assert "PORT=8788\n" in example
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`.env.example` liefert passende Standardwerte (Token\n`dev`, Port `8788`)" in readme
     s = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
     assert s.token_bytes() == (b"dev",)
+    # every other value in it is the documented default, so copying it changes nothing else
+    fields = {env_name(f): f for f in Settings.model_fields}
+    for name, value in re.findall(r"^([A-Z_]+)=(.*)$", example, re.M):
+        if name not in ("LEITSTAND_TOKEN", "PORT"):
+            assert value == documented_default(fields[name]), name
 
 
 def test_missing_token_refuses_to_start_and_says_how(clean_env, capsys) -> None:
@@ -182,36 +189,69 @@ def table_rows(text: str) -> dict[str, str]:
     return rows
 
 
+def section(text: str, heading: str) -> str:
+    """From `heading` to the next `## ` heading."""
+    assert f"{heading}\n" in text, f"no heading {heading!r}"
+    return text.split(f"{heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def reference_settings_tables() -> dict[str, str]:
+    """The server settings tables of docs/configuration.md (general and NATS backend)."""
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rows: dict[str, str] = {}
+    for heading in ("## Server settings", "## NATS backend settings"):
+        rows.update(table_rows(section(text, heading)))
+    return rows
+
+
 def readme_settings_table() -> dict[str, str]:
-    """The main settings table of README.md."""
+    """The settings table of README.md: the essential settings."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Konfigurations- und Umgebungsvariablen", 1)[1].split("\n## ", 1)[0]
-    return table_rows(section)
+    return table_rows(section(readme, "## Konfigurations- und Umgebungsvariablen"))
+
+
+def documented_default(field: str) -> str:
+    """A setting's default as the tables print it."""
+    default = Settings.model_fields[field].default
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    if default in ((), None):
+        return "\N{EN DASH}"
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return str(default)
 
 
 @pytest.mark.parametrize("field", sorted(Settings.model_fields))
-def test_every_setting_is_documented_in_the_readme(field) -> None:
-    """In the main table (with its default), or in the table of the section about its feature
-    (e.g. a backend's own settings)."""
+def test_every_setting_is_documented_with_its_default(field) -> None:
+    """Every setting is a row of docs/configuration.md's server tables, with its default."""
     name = env_name(field)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert re.search(rf"^\|\s*`{name}`\s*\|", readme, re.M), (
-        f"{name} is missing from README.md's settings tables")
-    rows = readme_settings_table()
-    default = Settings.model_fields[field].default
-    if name in rows and field != "token":
-        if isinstance(default, float) and default.is_integer():
-            expected = str(int(default))
-        elif default == () or default is None:
-            expected = "\N{EN DASH}"
-        else:
-            expected = str(default)
-        assert rows[name] == expected, (name, rows[name], default)
+    rows = reference_settings_tables()
+    assert name in rows, f"{name} is missing from docs/configuration.md's settings tables"
+    if field != "token":
+        assert rows[name] == documented_default(field), (name, rows[name])
 
 
-def test_readme_table_has_no_unknown_settings() -> None:
+def test_reference_tables_have_no_unknown_settings() -> None:
     known = {env_name(f) for f in Settings.model_fields}
-    assert set(readme_settings_table()) <= known
+    assert set(reference_settings_tables()) <= known
+
+
+# The spec's settings table: the README keeps (at least) these, each with its default.
+README_ESSENTIALS = {"LEITSTAND_TOKEN", "LEITSTAND_DATA_DIR", "LEITSTAND_MAX_BODY",
+                     "LEITSTAND_LOCK_TIMEOUT", "LEITSTAND_RATE_LIMIT", "LOG_LEVEL"}
+
+
+def test_readme_table_has_the_essential_settings_with_their_defaults() -> None:
+    rows = readme_settings_table()
+    assert set(rows) >= README_ESSENTIALS, README_ESSENTIALS - set(rows)
+    fields = {env_name(f): f for f in Settings.model_fields}
+    assert set(rows) <= set(fields), set(rows) - set(fields)
+    for name, default in rows.items():
+        if name != "LEITSTAND_TOKEN":
+            assert default == documented_default(fields[name]), (name, default)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "(docs/configuration.md)" in section(readme, "## Konfigurations- und Umgebungsvariablen")
 
 
 def test_data_dir_is_created_at_start(clean_env, monkeypatch) -> None:

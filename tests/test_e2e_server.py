@@ -21,8 +21,9 @@ import httpx
 import orjson
 import pytest
 
+from testing import ROOT, ServerProcess, free_port, stop_process_group
+
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess, free_port, stop_process_group
 
 ACCESS = re.compile(
     r"\S+ \S+ INFO leitstand\.access request_id=(?P<id>\S+) client=\S+ method=(?P<method>\S+) "

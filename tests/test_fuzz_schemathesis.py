@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from testing import ROOT, ServerProcess
+
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess
 
 LONG_RUN = "LEITSTAND_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("LEITSTAND_FUZZ_EXAMPLES", "20"))

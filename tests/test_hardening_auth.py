@@ -31,8 +31,14 @@ def metric(text: str, name: str) -> float:
 
 
 # -- rotation -----------------------------------------------------------------------------------
-async def test_rotation_steps_from_the_readme(make_client, data_dir) -> None:
-    """Step 1: only OLD. Step 2: `OLD,NEW` — both work while clients move. Step 3: only NEW."""
+async def test_rotation_steps_from_the_operations_guide(make_client, data_dir) -> None:
+    """Step 1: only OLD. Step 2: `OLD,NEW` — both work while clients move. Step 3: only NEW.
+    (docs/operations.md, "Rotating the token without downtime", with these steps.)"""
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(
+        encoding="utf-8").split("### Rotating the token without downtime\n", 1)[1]
+    assert "`LEITSTAND_TOKEN=<old>,<new>`" in guide and "`LEITSTAND_TOKEN=<new>`" in guide
     step1 = make_client(token=OLD)
     step2 = make_client(token=f" {OLD} , {NEW} ")  # spaces around the commas are trimmed
     step3 = make_client(token=NEW)

@@ -14,8 +14,9 @@ import httpx
 import orjson
 import pytest
 
+from testing import ROOT, ServerProcess
+
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess
 
 DEADLINE = 20.0  # no single exchange may take longer than this (a hang fails the test)
 BODY_TIMEOUT = 1.5  # LEITSTAND_BODY_TIMEOUT for the servers of this module
@@ -367,13 +368,14 @@ def test_log_injection_cannot_forge_or_break_a_line(srv: ServerProcess) -> None:
 
 # -- slow headers: the head deadline of leitstand.headertimeout ----------------------------------
 HEADER_TIMEOUT = 1.5
-# the uvicorn options the README recommends on an open network
+# the uvicorn options docs/operations.md recommends on an open network
 GUARDED = ["--http", "leitstand.headertimeout:HeaderTimeoutProtocol", "--no-proxy-headers"]
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The server as the README recommends it on an open network: with the head deadline."""
+    """The server as docs/operations.md recommends it on an open network: with the head
+    deadline."""
     proc = ServerProcess(tmp_path_factory.mktemp("guarded") / "data", token=TOKEN,
                          env={"LEITSTAND_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
                               "LEITSTAND_BODY_TIMEOUT": str(HEADER_TIMEOUT * 4),
@@ -518,14 +520,18 @@ def test_many_idle_connections_do_not_block_others_and_are_closed(guarded: Serve
     assert_server_healthy(guarded)
 
 
-def test_readme_recommends_the_options_these_tests_run_with() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+def test_docs_recommend_the_options_these_tests_run_with() -> None:
+    """docs/operations.md's open-network command has them; the README points there."""
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = operations.split("### Starting on an open network\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
     recommended = [b for b in blocks if "leitstand.headertimeout:HeaderTimeoutProtocol" in b]
-    assert recommended, "README.md has no bash block with the recommended uvicorn options"
+    assert recommended, "docs/operations.md has no bash block with the recommended uvicorn options"
     words = recommended[0].replace("\\\n", " ").split()
     for option in GUARDED:
         assert option in words, option
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/operations.md#starting-on-an-open-network" in readme
     assert (ROOT / "SECURITY.md").exists()
 
 

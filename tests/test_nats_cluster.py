@@ -16,10 +16,9 @@ import orjson
 import pytest
 
 from leitstand.domains import data_file_name
+from testing import NatsCluster, ServerProcess, SinkProcess
 
 from .conftest import TOKEN
-from .nats_cluster import NatsCluster, SinkProcess
-from .server import ServerProcess
 
 DOMAINS = ("aussen", "sensor.home")
 STREAM = "leitstand"

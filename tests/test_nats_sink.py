@@ -17,9 +17,9 @@ from leitstand.domains import data_file_name
 from leitstand.nats.domainsink import DataDir, DomainSink
 from leitstand.nats.seqlog import Mark
 from leitstand.nats.sink import Sink, _domain
+from testing import NatsCluster, SinkProcess
 
 from .conftest import TOKEN
-from .nats_cluster import NatsCluster, SinkProcess
 
 LINES = [b'{"event":%d,"domain":"aussen"}\n' % i for i in range(1, 6)]
 

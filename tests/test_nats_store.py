@@ -18,8 +18,7 @@ from leitstand.nats.connection import domain_of, subject_for
 from leitstand.nats.domainsink import DataDir
 from leitstand.nats.sink import Sink
 from leitstand.nats.store import COUNT_HEADER, FINGERPRINT_HEADER
-
-from .nats_cluster import NatsCluster
+from testing import NatsCluster
 
 _streams = itertools.count()
 
@@ -206,7 +205,7 @@ async def test_unreachable_nats_is_503_with_retry_after_within_the_timeout(
     nats_client: Callable[..., httpx.AsyncClient], tmp_path: Path
 ) -> None:
     # Nothing listens on this port: connecting never succeeds.
-    from .server import free_port
+    from testing import free_port
 
     client = nats_client(nats_url=f"nats://127.0.0.1:{free_port()}", nats_timeout=1.0)
     started = time.monotonic()

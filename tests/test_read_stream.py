@@ -20,8 +20,9 @@ import anyio
 import httpx
 import orjson
 
+from testing import ServerProcess
+
 from .conftest import TOKEN
-from .server import ServerProcess
 
 AUTH = {"X-Auth": TOKEN}
 

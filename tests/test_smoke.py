@@ -6,8 +6,9 @@ import httpx
 import orjson
 import pytest
 
+from testing import ServerProcess
+
 from .conftest import TOKEN
-from .server import ServerProcess
 
 
 @pytest.mark.anyio
@@ -31,28 +32,30 @@ def test_readme_curl_example_against_real_server(server: ServerProcess) -> None:
     assert stored == b'{"event":"demo","status":"ok","domain":"aussen"}\n'
 
 
-def test_readme_code_map_is_complete_and_true() -> None:
-    """Every module the README's code map names exists, and every module of the package is named."""
-    import re
+def test_architecture_package_tree_is_complete_and_true() -> None:
+    """Every path docs/architecture.md's package tree names exists, and every module of the
+    package (at any depth) has its own line in it."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    block = readme.split("## Aufbau des Codes\n```\n", 1)[1].split("```", 1)[0]
+    text = (root / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## The package\n", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
     named: set[str] = set()
-    parent = ""
+    parents: list[str] = []  # the directory at each indentation level (two spaces each)
     for line in block.splitlines():
         entry = line.split("#", 1)[0].rstrip()
         if not entry.strip():
             continue
-        name = entry.strip()
-        if line.startswith("  ") and parent:
-            name = parent + name
-        elif name.endswith("/"):
-            parent = name
-        assert (root / name).exists(), f"README names {name}, which does not exist"
+        depth = (len(entry) - len(entry.lstrip())) // 2
+        assert depth <= len(parents), f"{line!r} is indented below no directory"
+        del parents[depth:]
+        name = "".join(parents) + entry.strip()
+        assert (root / name).exists(), f"docs/architecture.md names {name}, which does not exist"
         named.add(name)
-    mentioned = block + " ".join(named)
-    for module in sorted((root / "leitstand").glob("*.py")):
-        if module.name != "__init__.py":
-            assert re.search(rf"\b{re.escape(module.name)}\b", mentioned), module.name
+        if name.endswith("/"):
+            parents.append(entry.strip())
+    for module in sorted((root / "leitstand").rglob("*.py")):
+        if module.name in ("__init__.py", "__main__.py"):
+            continue  # the package's own line stands for them
+        name = module.relative_to(root).as_posix()
+        assert name in named, f"{name} has no line in docs/architecture.md's package tree"

@@ -23,9 +23,9 @@ import pytest
 
 from leitstand.metrics import Metrics
 from leitstand.store import Idempotency, JsonlStore, StoreOptions
+from testing import ROOT, ServerProcess
 
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess
 from .store_checks import metric, stored_events
 
 pytestmark = pytest.mark.slow

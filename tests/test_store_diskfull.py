@@ -16,8 +16,9 @@ import httpx
 import orjson
 import pytest
 
+from testing import ROOT, ServerProcess
+
 from .conftest import TOKEN
-from .server import ROOT, ServerProcess
 from .store_checks import metric, stored_events
 
 

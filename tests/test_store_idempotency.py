@@ -17,9 +17,9 @@ import pytest
 from leitstand.metrics import Metrics
 from leitstand.store import Idempotency, JsonlStore, StoreOptions
 from leitstand.store.intents import Group, Intent, IntentLog
+from testing import ServerProcess
 
 from .conftest import TOKEN
-from .server import ServerProcess
 from .store_checks import metric, stored_events
 
 pytestmark = pytest.mark.anyio

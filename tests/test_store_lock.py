@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testing import ServerProcess
+
 from .conftest import TOKEN
-from .server import ServerProcess
 from .store_checks import lock_held_by_another_process, metric, stored_events
 
 LOCK_TIMEOUT = 3.0

@@ -10,9 +10,9 @@ import pytest
 
 from leitstand.metrics import Metrics
 from leitstand.store import JsonlStore, StoreOptions
+from testing import ServerProcess
 
 from .conftest import TOKEN
-from .server import ServerProcess
 from .store_checks import lock_held_by_another_process, metric, stored_events
 
 TORN = b'{"id": "torn", "half": "of a li'

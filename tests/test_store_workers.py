@@ -11,8 +11,9 @@ import httpx
 import orjson
 import pytest
 
+from testing import ServerProcess
+
 from .conftest import TOKEN
-from .server import ServerProcess
 from .store_checks import metric, stored_events
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ stopped (or killed with -9) by PID.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import socket
@@ -19,15 +18,15 @@ from pathlib import Path
 
 import httpx
 
-from .server import ChildProcess
+from .processes import ChildProcess, clean_env
 
 _used: set[int] = set()
-# As the README's cluster config: a stored batch (one message) may exceed the server's 1 MB
-# default, since every event gains its `domain` field.
+# As the cluster config in docs/cluster.md: a stored batch (one message) may exceed the
+# server's 1 MB default, since every event gains its `domain` field.
 MAX_PAYLOAD = 8 * 1024 * 1024
 
 
-def free_port() -> int:
+def port_below_ephemeral_range() -> int:
     """A free loopback port below the kernel's ephemeral range, so that no outgoing connection
     (of these tests or anyone else's) can take it between this check and the server's bind,
     and a killed node can get its port back."""
@@ -62,9 +61,9 @@ class NatsNode(ChildProcess):
                  max_payload: int = MAX_PAYLOAD) -> None:
         self.name = name
         self.max_payload = max_payload
-        self.port = free_port()
-        self.cluster_port = free_port() if routes is not None else None
-        self.monitor_port = free_port()
+        self.port = port_below_ephemeral_range()
+        self.cluster_port = port_below_ephemeral_range() if routes is not None else None
+        self.monitor_port = port_below_ephemeral_range()
         self.store_dir = root / name / "store"
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.config = root / name / "nats.conf"
@@ -186,10 +185,8 @@ class SinkProcess(ChildProcess):
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> SinkProcess:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("LEITSTAND_") and k != "LOG_LEVEL"}
-        env.update({"LEITSTAND_TOKEN": "unused-by-the-sink",
-                    "LEITSTAND_DATA_DIR": str(self.data_dir), **self.env})
+        env = clean_env(**{"LEITSTAND_TOKEN": "unused-by-the-sink",
+                           "LEITSTAND_DATA_DIR": str(self.data_dir), **self.env})
         start_size = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.spawn([sys.executable, "-m", "leitstand.sink"], env=env)
         assert self.proc is not None

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from leitstand.client import Client, RejectedError
+from testing import ServerProcess
 
 from .conftest import TOKEN
-from .server import ServerProcess
 from .test_cli import cli_env, run
 
 SCHEMA = {"type": "object", "properties": {"temperature": {"type": "number"}},

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testing import ServerProcess
+
 from .conftest import TOKEN
-from .server import ServerProcess
 
 AUTH = {"X-Auth": TOKEN}
 NUMBER = {"type": "object", "properties": {"temperature": {"type": "number"}},

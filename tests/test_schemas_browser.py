@@ -9,7 +9,8 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, expect
 
-from .server import ServerProcess
+from testing import ServerProcess
+
 from .test_browser import WAIT_MS, browser, ingest, login  # noqa: F401 - `browser`: a fixture
 
 

@@ -110,7 +110,7 @@ async def read_body(
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
+class DecodedBatch:
     """Validated events of one request: all for one domain, each a compact `\\n`-ended line."""
 
     domain: str
@@ -123,7 +123,7 @@ EventCheck = Callable[[str, list[dict[str, Any]]], None]
 def encode_events(
     body: bytes, kind: MediaKind, *, domain_param: str | None, max_events: int,
     check: EventCheck | None = None,
-) -> Batch:
+) -> DecodedBatch:
     """Parse `body`, settle the domain and encode every event as a stored line. `check` sees
     the domain and the events as they are stored (`domain` set) and raises to refuse them."""
     events = _parse(body, kind, max_events)
@@ -150,7 +150,7 @@ def encode_events(
             raise InvalidJSON(f"event cannot be stored as JSON: {exc}") from exc
     if check is not None:
         check(domain, events)
-    return Batch(domain, lines)
+    return DecodedBatch(domain, lines)
 
 
 def _parse(body: bytes, kind: MediaKind, max_events: int) -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from leitstand.accesslog import clean, request_id_from
+from leitstand.http.accesslog import request_id_from
+from leitstand.logs import clean
 
 from .conftest import TOKEN
 
@@ -145,7 +146,7 @@ def test_every_leitstand_log_line_is_safe() -> None:
     """Not only the access log: any leitstand logger escapes what a client could have sent."""
     import io
 
-    from leitstand.accesslog import SafeFormatter
+    from leitstand.logs import SafeFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -171,7 +172,7 @@ def test_every_leitstand_log_line_is_safe() -> None:
 
 
 async def test_the_service_logs_through_the_safe_formatter(client) -> None:
-    from leitstand.accesslog import SafeFormatter
+    from leitstand.logs import SafeFormatter
 
     # The service's own handler (pytest adds its capture handlers next to it).
     handlers = [h for h in logging.getLogger("leitstand").handlers

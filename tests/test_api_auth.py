@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from leitstand.api import check_token
 from leitstand.errors import Unauthorized
+from leitstand.http.auth import check_token
 
 from .conftest import TOKEN
 
@@ -73,7 +73,7 @@ def test_oversized_value_starting_with_the_token_never_matches() -> None:
 
 def test_token_compared_in_constant_time_as_bytes(monkeypatch) -> None:
     """Every configured token is compared with hmac.compare_digest, on the raw bytes."""
-    import leitstand.api as api
+    import leitstand.http.auth as auth
 
     seen: list[tuple[bytes, bytes]] = []
 
@@ -81,7 +81,7 @@ def test_token_compared_in_constant_time_as_bytes(monkeypatch) -> None:
         seen.append((a, b))
         return a == b
 
-    monkeypatch.setattr(api.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     with pytest.raises(Unauthorized):
         check_token([(b"x-auth", b"\xfftoken")], (b"one", b"two"))
     assert seen == [(b"\xfftoken", b"one"), (b"\xfftoken", b"two")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leitstand.api import DEPRECATED_SINCE, SUNSET
+from leitstand.http.ingest import DEPRECATED_SINCE, SUNSET
 
 pytestmark = pytest.mark.anyio
 

@@ -163,7 +163,7 @@ def test_nothing_is_read_from_the_environment_at_import(tmp_path) -> None:
     code = (
         "import importlib, pkgutil, leitstand\n"
         "for m in pkgutil.walk_packages(leitstand.__path__, 'leitstand.'):\n"
-        "    if m.name != 'leitstand.__main__':\n"
+        "    if not m.name.endswith('.__main__'):\n"
         "        importlib.import_module(m.name)\n"
         "print('ok')\n"
     )

@@ -496,7 +496,7 @@ def test_metrics_and_open_endpoints(server: ServerProcess) -> None:
 
 
 def test_deprecated_route_headers(shared: ServerProcess) -> None:
-    from leitstand.api import LEGACY_HEADERS
+    from leitstand.http.ingest import LEGACY_HEADERS
 
     response = httpx.post(f"{shared.url}/ingest/legacy", json={"n": 1},
                           headers={"X-Auth": TOKEN})

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-import leitstand.api as api
-from leitstand.api import check_token
+import leitstand.http.auth as auth
 from leitstand.errors import Unauthorized
+from leitstand.http.auth import check_token
 
 pytestmark = pytest.mark.anyio
 
@@ -69,13 +69,13 @@ def test_check_token_compares_against_every_token_without_early_exit(monkeypatch
     """Code review, made executable: hmac.compare_digest runs against each token, also when
     an earlier one already matched, so the time taken does not tell which token matched."""
     seen: list[bytes] = []
-    real = api.hmac.compare_digest
+    real = auth.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         seen.append(b)
         return real(a, b)
 
-    monkeypatch.setattr(api.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     tokens = (OLD.encode(), NEW.encode(), THIRD.encode())
     headers = [(b"x-auth", given.encode())]
     if given == "nope":

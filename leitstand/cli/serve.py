@@ -54,11 +54,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def app_from_environment() -> Any:
-    """The app as `uvicorn app:app` builds it (for `leitstand serve`, in every worker)."""
-    from ..app import create_app
+    """The app as `uvicorn app:app` builds it, and the process tuned as there: uvicorn calls
+    this factory in the serving process, once per worker."""
+    from ..app import create_app, tune_process
     from ..config import load_settings
 
-    return create_app(load_settings())
+    app = create_app(load_settings())
+    tune_process()
+    return app
 
 
 def run_sink(args: argparse.Namespace) -> int:

@@ -7,8 +7,8 @@ import signal
 
 from pydantic import ValidationError
 
-from ..app import configure_logging
 from ..config import Settings, load_settings
+from ..logs import configure_logging
 from .domainsink import DataDir
 from .sink import Sink
 

@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..api import _RATE_HEADERS, _RETRY_AFTER, _error, guard, service
 from ..domains import normalize_domain
 from ..errors import NotFound
+from ..http.apidoc import RATE_HEADERS, RETRY_AFTER, error
+from ..http.auth import guard
+from ..http.service import service
 
 router = APIRouter(tags=["read"])
 
@@ -18,9 +20,9 @@ _AUTH: dict[str, Any] = {"security": [{"XAuth": []}], "parameters": [
     {"name": "X-Auth", "in": "header", "required": True, "schema": {"type": "string"},
      "description": "The shared secret."}]}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _error("X-Auth missing, repeated or wrong.", _RATE_HEADERS),
-    429: _error("Rate limit for this client IP exceeded (shared with the ingest routes).",
-                {**_RATE_HEADERS, **_RETRY_AFTER}),
+    401: error("X-Auth missing, repeated or wrong.", RATE_HEADERS),
+    429: error("Rate limit for this client IP exceeded (shared with the ingest routes).",
+                {**RATE_HEADERS, **RETRY_AFTER}),
 }
 _LIST_SCHEMA = {
     "type": "object", "required": ["schemas", "reload_error"],
@@ -46,7 +48,7 @@ _LIST_SCHEMA = {
     responses={200: {"description": "The schema files in force (LEITSTAND_SCHEMA_DIR), by name; "
                      "empty when no directory is set.",
                      "content": {"application/json": {"schema": _LIST_SCHEMA}},
-                     "headers": _RATE_HEADERS},
+                     "headers": RATE_HEADERS},
                **_ERRORS},
     openapi_extra=_AUTH,
 )
@@ -68,13 +70,13 @@ async def list_schemas(request: Request) -> Response:
     responses={200: {"description": "The JSON Schema that applies to the domain, as written in "
                      "its file (an exact file beats a pattern, the longest pattern wins).",
                      "content": {"application/schema+json": {"schema": {"type": "object"}}},
-                     "headers": {**_RATE_HEADERS,
+                     "headers": {**RATE_HEADERS,
                                  "X-Schema-File": {"description": "The file it comes from.",
                                                    "schema": {"type": "string"}},
                                  "ETag": {"description": "The file's sha256.",
                                           "schema": {"type": "string"}}}},
-               400: _error("Invalid domain.", _RATE_HEADERS),
-               404: _error("No schema applies to the domain.", _RATE_HEADERS),
+               400: error("Invalid domain.", RATE_HEADERS),
+               404: error("No schema applies to the domain.", RATE_HEADERS),
                **_ERRORS},
     openapi_extra={**_AUTH, "parameters": [
         *_AUTH["parameters"],

@@ -1,10 +1,10 @@
-"""Live fan-out to Server-Sent-Events clients.
+"""The response of `GET /v1/stream`: live fan-out to Server-Sent-Events clients.
 
 Each stream client follows the domain's log by itself, from its own cursor, through
 `Store.read` — the same path as `GET /v1/events` — so a stream resumes exactly where a
-`Last-Event-ID` says and sees lines from other workers and outside tools too. The `Hub` only
-wakes the clients of a domain once the store has acknowledged new events (`publish`, O(1) however
-many clients there are); a timed re-read catches writers outside this process.
+`Last-Event-ID` says and sees lines from other workers and outside tools too. The `Hub`
+(hub.py) wakes the clients of a domain once the store has acknowledged new events; a timed
+re-read catches writers outside this process.
 
 Ingest never waits for a client: publishing sets an event and returns. A client's buffer is
 bounded — at most one page of lines is in flight, then the transport's write buffer — and a
@@ -15,13 +15,9 @@ counted in `leitstand_stream_disconnects_total`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any
 
 import anyio
 import orjson
@@ -29,58 +25,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from .errors import LeitstandError, NotFound
-from .store import Store
-from .store.base import Batch
+from ..errors import LeitstandError, NotFound
+from ..store import Store
+from ..store.base import Batch
+from .hub import Hub
 
 log = logging.getLogger("leitstand.stream")
-
-
-class Hub:
-    """Wakes the stream clients of a domain after the store acknowledged new events."""
-
-    def __init__(self) -> None:
-        self._waiters: dict[str, asyncio.Event] = {}
-        self.closing = asyncio.Event()  # set on shutdown: every stream ends
-
-    def waiter(self, domain: str) -> asyncio.Event:
-        """Take this before reading, then wait on it: no publish in between is missed."""
-        event = self._waiters.get(domain)
-        if event is None:
-            event = self._waiters[domain] = asyncio.Event()
-        return event
-
-    def publish(self, domain: str) -> None:
-        event = self._waiters.pop(domain, None)
-        if event is not None:
-            event.set()
-
-    def close(self) -> None:
-        """End every stream (the server is shutting down)."""
-        self.closing.set()
-
-
-def close_streams_on_exit_signals(hub: Hub) -> None:
-    """Chain SIGINT/SIGTERM handlers (uvicorn's) so that open streams end on shutdown:
-    uvicorn waits for running responses to finish before it stops, and a stream never would.
-    Call it from the running loop in the main thread; elsewhere (tests) it does nothing."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous = signal.getsignal(sig)
-        except ValueError:
-            return
-        if not callable(previous):
-            continue  # default or ignored: no server loop of ours to stop
-
-        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
-            loop.call_soon_threadsafe(hub.close)
-            previous(signum, frame)
-
-        try:
-            signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            return
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from .errors import RateLimited
+from ..errors import RateLimited
 
 
 @dataclass(frozen=True, slots=True)

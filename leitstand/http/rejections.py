@@ -1,6 +1,6 @@
 """The last N rejected requests, for `GET /v1/rejections` and the web view.
 
-Filled at the one error boundary (app.py). A record holds when, who (client IP), where (route
+Filled at the one error boundary (boundary.py). A record holds when, who (client IP), where (route
 and, if known, domain), the status and the reason the client was given — never the token, other
 headers, or the body.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from .domains import normalize_domain
-from .errors import InvalidDomain
+from ..domains import normalize_domain
+from ..errors import InvalidDomain
 
 _MAX_ROUTE = 200
 _MAX_REASON = 300

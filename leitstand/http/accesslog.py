@@ -1,4 +1,5 @@
-"""Request ids and the access log: one line per request, safe against log injection."""
+"""Request ids and the access log: one line per request, safe against log injection
+(leitstand.logs)."""
 
 from __future__ import annotations
 
@@ -10,50 +11,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .metrics import Metrics
+from ..logs import clean
+from ..metrics import Metrics
 
 log = logging.getLogger("leitstand.access")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_UNSAFE = re.compile(r"[^\x21-\x7e]")  # anything but visible ASCII is escaped
-
-
-def clean(value: object, limit: int = 512) -> str:
-    """Render `value` for a log line: visible ASCII only, so CR/LF, ANSI escapes or other
-    control characters can neither split a line nor forge one."""
-    text = str(value)
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                       else f"\\u{ord(m.group()):04x}", text)
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _escape_controls(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                        else f"\\u{ord(m.group()):04x}", text)
-
-
-class SafeFormatter(logging.Formatter):
-    """No value a client sent can split a log line or forge one, whichever logger writes it:
-    control characters (CR, LF, ESC, ...) in messages are escaped, and traceback lines are
-    indented, so that none of them can pass for a record of its own."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _escape_controls(record.message)
-        return super().formatMessage(record)
-
-    def formatException(self, ei: Any) -> str:
-        return _indent(super().formatException(ei))
-
-    def formatStack(self, stack_info: str) -> str:
-        return _indent(super().formatStack(stack_info))
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + _escape_controls(line) for line in text.split("\n"))
 
 
 def request_id_from(raw: bytes | None) -> str:

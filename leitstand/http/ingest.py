@@ -1,0 +1,263 @@
+"""The ingest endpoints — `POST /v1/ingest` and the deprecated `POST /ingest/{domain}` — with
+their parameters, their answers and their OpenAPI operations, all defined here.
+
+They are plain Starlette routes in the app's one router (trailing slashes, `root_path`, 405 with
+`Allow` behave as for every route) and raise into the app's one error boundary. They skip
+FastAPI's dependency solving and validation: profiling showed those costing more CPU per
+request than leitstand's own work (bench/notes.md), and the endpoints take nothing that FastAPI
+could validate (one optional string).
+
+One request, in order (`ingest`):
+  1. `guard`: rate limit per client IP, then `X-Auth` (auth.py);
+  2. `read_ingest_body`: the whole body, bounded and with a deadline, then `encode_events`
+     (decode.py): JSON/NDJSON → one validated, compact line per event, domain settled, and
+     the domain's JSON Schema checked (leitstand/schemas, if LEITSTAND_SCHEMA_DIR is set);
+  3. `store.append` with the `Idempotency-Key`, durable before it returns;
+  4. `hub.publish`: wake the stream clients of the domain; then the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from ..decode import DecodedBatch, encode_events, media_kind, read_body
+from ..errors import BadRequest, BodyTimeout
+from ..store import AppendResult, Idempotency
+from .apidoc import RATE_HEADERS, RETRY_AFTER, SECURITY, DocumentedRoute, error
+from .auth import guard
+from .service import service
+
+# The first release deprecates the legacy route; it is removed six months later.
+DEPRECATED_SINCE = datetime(2026, 11, 26, tzinfo=timezone.utc)
+SUNSET = datetime(2027, 5, 26, tzinfo=timezone.utc)
+LEGACY_HEADERS = {
+    "Deprecation": f"@{int(DEPRECATED_SINCE.timestamp())}",
+    "Sunset": format_datetime(SUNSET, usegmt=True),
+    "Link": '</v1/ingest>; rel="successor-version"',
+}
+_MAX_IDEMPOTENCY_KEY = 255
+_T = TypeVar("_T")
+
+
+async def ingest_v1(request: Request) -> Response:
+    """Append events to the domain's JSONL file; answer once they are durable."""
+    domain, result = await ingest(request, _query_domain(request))
+    headers = request.state.rate_headers
+    if result.replayed:
+        headers = {**headers, "Idempotent-Replayed": "true"}
+    return JSONResponse({"status": "accepted", "accepted": result.accepted, "domain": domain},
+                        status_code=202, headers=headers)
+
+
+async def ingest_legacy(request: Request) -> Response:
+    """The pre-v1 route: same bodies, answers `ok`. Use `POST /v1/ingest?domain=...`."""
+    # Every answer of this route, errors included, says that it is deprecated.
+    request.state.route_headers = LEGACY_HEADERS
+    await ingest(request, request.path_params["domain"])
+    return PlainTextResponse("ok", headers={**LEGACY_HEADERS, **request.state.rate_headers})
+
+
+async def ingest(request: Request, domain_param: str | None) -> tuple[str, AppendResult]:
+    """Admit, decode, store, wake the streams (the steps in the module docstring)."""
+    guard(request)
+    batch = await read_ingest_body(request, domain_param)
+    svc = service(request)
+    result = await svc.store.append(batch.domain, batch.lines,
+                                    idempotency_of(request, batch.lines))
+    svc.hub.publish(batch.domain)
+    return batch.domain, result
+
+
+async def read_ingest_body(request: Request, domain_param: str | None) -> DecodedBatch:
+    """The request's events as stored lines, all for one domain."""
+    svc = service(request)
+    settings = svc.settings
+    kind = media_kind(request.headers.get("content-type"))
+    timeout = settings.body_timeout
+    try:
+        # The whole body is read before the store is touched, so a slow client holds no lock;
+        # the deadline frees the connection from a client that never finishes.
+        body = await _within(
+            read_body(
+                request.stream(),
+                content_length=request.headers.get("content-length"),
+                content_encoding=request.headers.get("content-encoding"),
+                limit=settings.max_body,
+            ),
+            timeout,
+        )
+    except ClientDisconnect as exc:
+        raise BadRequest("client disconnected before the body was complete") from exc
+    except asyncio.TimeoutError as exc:
+        raise BodyTimeout(
+            f"the body was not complete within {timeout:g} s (LEITSTAND_BODY_TIMEOUT)",
+            headers={"Connection": "close"},
+        ) from exc
+    return encode_events(body, kind, domain_param=domain_param, max_events=settings.max_events,
+                         check=None if svc.schemas is None else svc.schemas.check)
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+    """`asyncio.wait_for`, without its extra task per call where Python has `asyncio.timeout`
+    (~15 us per request, bench/notes.md). Raises `TimeoutError` either way."""
+    if _TIMEOUT is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _TIMEOUT(seconds):
+        return await awaitable
+
+
+def idempotency_of(request: Request, lines: list[bytes]) -> Idempotency | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise BadRequest(
+            f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        )
+    return Idempotency.for_lines(key, lines)
+
+
+@lru_cache(maxsize=256)
+def _domain_in_query(query_string: bytes) -> str | None:
+    return QueryParams(query_string).get("domain")
+
+
+def _query_domain(request: Request) -> str | None:
+    """`?domain=`; repeated, the last one wins (as Starlette's `QueryParams.get`). Cached per
+    raw query string: producers send the same one again and again, and parsing it is ~5% of a
+    request (bench/notes.md)."""
+    return _domain_in_query(request.scope["query_string"])
+
+
+# -- OpenAPI -----------------------------------------------------------------------------------
+_EVENTS_BODY = {
+    "required": True,
+    "description": "One event (a JSON object), an array of events, or NDJSON (one object per "
+    "line). May be gzip-compressed (`Content-Encoding: gzip`) and sent chunked.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/Event"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
+                     "minItems": 1},
+                ]
+            },
+            "example": {"domain": "aussen", "event": "demo", "status": "ok"},
+        },
+        "application/x-ndjson": {
+            "schema": {"type": "string"},
+            "example": '{"domain":"aussen","event":"a"}\n{"domain":"aussen","event":"b"}\n',
+        },
+    },
+}
+_DEPRECATION_HEADERS = {
+    "Deprecation": {"description": "RFC 9745: `@<epoch seconds>`, deprecated since then.",
+                    "schema": {"type": "string", "example": LEGACY_HEADERS["Deprecation"]}},
+    "Sunset": {"description": "RFC 8594: HTTP-date after which the route is removed.",
+               "schema": {"type": "string", "example": LEGACY_HEADERS["Sunset"]}},
+    "Link": {"description": "The successor route.",
+             "schema": {"type": "string", "example": LEGACY_HEADERS["Link"]}},
+}
+_HEADER_PARAMS = [
+    {"name": "X-Auth", "in": "header", "required": True,
+     "schema": {"type": "string"}, "description": "The shared secret."},
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "maxLength": 255},
+     "description": "Retries with the same key and body are stored once."},
+]
+
+
+def ingest_errors(extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The error answers of an ingest route; `extra`: headers every answer of the route has."""
+    rate = {**RATE_HEADERS, **(extra or {})}
+    return {
+        "400": error("Invalid input: bad JSON or UTF-8, NaN/Infinity, nesting too deep, a "
+                     "non-object item, an integer beyond 64 bits, an invalid domain, a domain "
+                     "mismatch, no domain, a broken gzip stream, or a bad header.", rate),
+        "401": error("X-Auth missing, repeated or wrong.", rate),
+        "408": error("The body was not complete within LEITSTAND_BODY_TIMEOUT (slow client); "
+                     "the connection is closed.", rate),
+        "413": error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more "
+                     "events than LEITSTAND_MAX_EVENTS.", rate),
+        "415": error("Unsupported Content-Type or Content-Encoding.", rate),
+        "422": error("Events do not match their domain's JSON Schema (LEITSTAND_SCHEMA_DIR; "
+                     "nothing of the batch is stored): `errors` lists the first 20 errors "
+                     "(`index`, `path`, `message`), `error_count` counts all. Or: "
+                     "Idempotency-Key already used with a different body (`detail` only).",
+                     rate),
+        "429": error("Rate limit for this client IP exceeded (counted across all ingest "
+                     "routes, before auth).", {**rate, **RETRY_AFTER}),
+        "500": error("The domain's data file is not a regular file (e.g. a planted symlink), "
+                     "or an unexpected error.", extra),
+        "503": error("The domain file stayed locked past LEITSTAND_LOCK_TIMEOUT (`lock "
+                     "timeout`), or storage failed; nothing was stored.", {**rate, **RETRY_AFTER}),
+        "507": error("Disk full; nothing was stored.", {**rate, **RETRY_AFTER}),
+    }
+
+
+_V1_OPERATION = {
+    "tags": ["ingest"],
+    "summary": "Ingest events",
+    "description": ingest_v1.__doc__,
+    "operationId": "ingest_v1_v1_ingest_post",
+    "parameters": [
+        {"name": "domain", "in": "query", "required": False,
+         "schema": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                    "description": "Target domain; else taken from the events' `domain` field.",
+                    "title": "Domain"},
+         "description": "Target domain; else taken from the events' `domain` field."},
+        *_HEADER_PARAMS,
+    ],
+    "responses": {
+        "202": {
+            "description": "Stored (and fsynced, unless LEITSTAND_FSYNC=off). "
+            "`Idempotent-Replayed: true` when an earlier request with the same key stored it.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+            "headers": RATE_HEADERS,
+        },
+        **ingest_errors(),
+    },
+    "requestBody": _EVENTS_BODY,
+    "security": SECURITY,
+}
+_LEGACY_OPERATION = {
+    "tags": ["ingest"],
+    "summary": "Ingest events (deprecated)",
+    "description": ingest_legacy.__doc__,
+    "operationId": "ingest_legacy_ingest__domain__post",
+    "deprecated": True,
+    "parameters": [
+        {"name": "domain", "in": "path", "required": True,
+         "schema": {"type": "string", "title": "Domain"}},
+        *_HEADER_PARAMS,
+    ],
+    "responses": {
+        "200": {
+            "description": "Stored. Deprecated: use POST /v1/ingest before the Sunset date.",
+            "content": {"text/plain": {"schema": {"type": "string", "example": "ok"}}},
+            "headers": {**RATE_HEADERS, **_DEPRECATION_HEADERS},
+        },
+        **ingest_errors(_DEPRECATION_HEADERS),
+    },
+    "requestBody": _EVENTS_BODY,
+    "security": SECURITY,
+}
+
+ROUTES = [
+    DocumentedRoute("/v1/ingest", ingest_v1, method="POST", operation=_V1_OPERATION),
+    DocumentedRoute("/ingest/{domain}", ingest_legacy, method="POST",
+                    operation=_LEGACY_OPERATION),
+]

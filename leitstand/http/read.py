@@ -1,0 +1,148 @@
+"""The read routes: `GET /v1/domains`, `/v1/events` (a page after a cursor) and
+`/v1/rejections`. Each is admitted by the same guard as ingest (`Guarded`: the per-IP rate
+limit, then `X-Auth`); query parameters are checked after it (params.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from .apidoc import AUTH_PARAM, RATE_HEADERS, SECURITY, param
+from .auth import Guarded
+from .params import (
+    CURSOR_PARAM,
+    DEFAULT_LIMIT,
+    DOMAIN_PARAM,
+    MAX_LIMIT,
+    READ_ERRORS,
+    TAIL_PARAM,
+    count_param,
+    domain_param,
+    start_params,
+)
+from .rejections import iso_time
+from .service import ServiceDep
+
+_NO_DOMAIN_ERRORS = {k: v for k, v in READ_ERRORS.items() if k != 404}
+_AUTH_ERRORS = {k: v for k, v in READ_ERRORS.items() if k in (401, 429)}
+_JSON = "application/json"
+
+
+def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {_JSON: {"schema": schema}}
+
+
+_DOMAINS_SCHEMA = {
+    "type": "object", "required": ["domains"],
+    "properties": {"domains": {"type": "array", "items": {
+        "type": "object",
+        "required": ["domain", "file", "events", "bytes", "last_event_at", "schema"],
+        "properties": {
+            "domain": {"type": "string"},
+            "file": {"type": "string", "description": "The data file in LEITSTAND_DATA_DIR."},
+            "events": {"type": "integer", "description": "Whole lines in the file."},
+            "bytes": {"type": "integer", "description": "Bytes of whole lines."},
+            "last_event_at": {"type": ["string", "null"], "format": "date-time",
+                              "description": "When the file was last appended to (UTC)."},
+            "schema": {"type": ["string", "null"], "description": "The file in "
+                       "LEITSTAND_SCHEMA_DIR whose schema the domain's events must match "
+                       "(null: none applies)."},
+        },
+    }}},
+}
+_REJECTIONS_SCHEMA = {
+    "type": "object", "required": ["rejections"],
+    "properties": {"rejections": {"type": "array", "items": {
+        "type": "object",
+        "required": ["time", "client", "route", "domain", "status", "reason"],
+        "properties": {
+            "time": {"type": "string", "format": "date-time"},
+            "client": {"type": "string", "description": "Client IP (as the rate limit sees it)."},
+            "route": {"type": "string"},
+            "domain": {"type": ["string", "null"]},
+            "status": {"type": "integer"},
+            "reason": {"type": "string", "description": "The `detail` the client was given."},
+            "errors": {"type": "array", "description": "Schema rejections (422) only: the "
+                       "first errors, as in the answer's `errors`.",
+                       "items": {"$ref": "#/components/schemas/SchemaError"}},
+        },
+    }}},
+}
+_NEXT_CURSOR = {"X-Next-Cursor": {
+    "description": "Pass it back as `cursor` to continue after the last line (also sent when "
+    "the body is empty).", "schema": {"type": "string"}}}
+
+router = APIRouter(tags=["read"])
+
+
+@router.get(
+    "/v1/domains",
+    summary="List domains",
+    response_model=None,
+    responses={200: {"description": "Every domain with a data file, sorted by name.",
+                     "content": _json_schema(_DOMAINS_SCHEMA), "headers": RATE_HEADERS},
+               **_AUTH_ERRORS},
+    openapi_extra={"security": SECURITY, "parameters": [AUTH_PARAM]},
+)
+async def list_domains(rate: Guarded, svc: ServiceDep) -> Response:
+    """Event count, size and time of the last append per domain (counted incrementally)."""
+    infos = await svc.store.domains()
+    schemas = svc.schemas
+    body = {"domains": [{
+        "domain": i.domain, "file": i.file, "events": i.events, "bytes": i.bytes,
+        "last_event_at": None if i.last_event_at is None else iso_time(i.last_event_at),
+        "schema": None if schemas is None else schemas.file_for(i.domain),
+    } for i in infos]}
+    return JSONResponse(body, headers=rate.headers())
+
+
+@router.get(
+    "/v1/events",
+    summary="Read events",
+    response_model=None,
+    responses={200: {"description": "Whole stored lines (NDJSON) after the cursor, oldest "
+                     "first; lines not written by leitstand are passed through as they are.",
+                     "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                     "headers": {**RATE_HEADERS, **_NEXT_CURSOR}},
+               **READ_ERRORS},
+    openapi_extra={"security": SECURITY, "parameters": [
+        AUTH_PARAM, DOMAIN_PARAM, CURSOR_PARAM,
+        param("limit", f"Lines per answer (default {DEFAULT_LIMIT}, capped at {MAX_LIMIT}).",
+              {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT}),
+        TAIL_PARAM,
+    ]},
+)
+async def read_events(request: Request, rate: Guarded, svc: ServiceDep) -> Response:
+    """Page through a domain's events: no cursor and no tail → from the start."""
+    domain = domain_param(request)
+    limit = count_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    cursor, tail = start_params(request, request.query_params.get("cursor"))
+    page = await svc.store.read(domain, cursor=cursor, limit=limit or 0, tail=tail)
+    return Response(
+        b"".join(page.lines),
+        media_type="application/x-ndjson",
+        headers={**rate.headers(), "X-Next-Cursor": page.next_cursor},
+    )
+
+
+@router.get(
+    "/v1/rejections",
+    summary="Recent rejected requests",
+    response_model=None,
+    responses={200: {"description": "The last rejected requests, newest first (never a token "
+                     "or a body).", "content": _json_schema(_REJECTIONS_SCHEMA),
+                     "headers": RATE_HEADERS},
+               **_NO_DOMAIN_ERRORS},
+    openapi_extra={"security": SECURITY, "parameters": [
+        AUTH_PARAM,
+        param("limit", f"How many (default {DEFAULT_LIMIT}, at most LEITSTAND_REJECTIONS_KEPT).",
+              {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT}),
+    ]},
+)
+async def list_rejections(request: Request, rate: Guarded, svc: ServiceDep) -> Response:
+    """Integration failures at a glance: who was turned away, where, and why."""
+    limit = count_param(request, "limit", DEFAULT_LIMIT, 1, 1_000_000) or DEFAULT_LIMIT
+    items = svc.rejections.latest(limit)
+    return JSONResponse({"rejections": [r.as_json() for r in items]}, headers=rate.headers())

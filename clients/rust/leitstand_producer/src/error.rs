@@ -7,8 +7,9 @@ use std::time::Duration;
 /// Everything that can go wrong while sending events.
 ///
 /// Server answers are mapped by status: `401` → [`Error::Auth`], `413` → [`Error::TooLarge`],
-/// `429` → [`Error::RateLimited`], `5xx` → [`Error::Server`], any other non-2xx →
-/// [`Error::Rejected`] (redirects included). Every variant that comes from an answer carries
+/// `422` with the schema errors of the events → [`Error::Invalid`], `429` →
+/// [`Error::RateLimited`], `5xx` → [`Error::Server`], any other non-2xx → [`Error::Rejected`]
+/// (redirects included). Every variant that comes from an answer carries
 /// the server's `detail`. The messages say what to do about the failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,6 +39,24 @@ pub enum Error {
         status: u16,
         /// The server's reason, e.g. `domain mismatch`.
         detail: String,
+    },
+
+    /// Events do not match the JSON Schema the server has for their domain (`422` with
+    /// `errors`; see the server's `LEITSTAND_SCHEMA_DIR`). Nothing of the request was stored;
+    /// fix the events at the listed positions and send them again.
+    #[error(
+        "leitstand rejected events that do not match the domain's schema ({error_count} \
+         error(s)): {detail}"
+    )]
+    Invalid {
+        /// The server's summary, naming the first invalid event.
+        detail: String,
+        /// The first errors (the server lists at most 20), in batch order. The `index` counts
+        /// from the first event of the `send_batch` call (0 for `send_one`).
+        errors: Vec<EventError>,
+        /// All errors of the request (the server's `error_count`; the length of `errors` when
+        /// the server does not send it).
+        error_count: u64,
     },
 
     /// The request was larger than the server accepts (`413`), or one event alone is larger
@@ -149,6 +168,7 @@ impl Error {
             Error::Auth { status, .. }
             | Error::Rejected { status, .. }
             | Error::Server { status, .. } => Some(*status),
+            Error::Invalid { .. } => Some(422),
             Error::RateLimited { .. } => Some(429),
             Error::Incomplete { source, .. } => source.status(),
             _ => None,
@@ -161,6 +181,7 @@ impl Error {
             Error::Auth { detail, .. }
             | Error::Rejected { detail, .. }
             | Error::TooLarge { detail }
+            | Error::Invalid { detail, .. }
             | Error::RateLimited { detail, .. }
             | Error::Server { detail, .. } => Some(detail),
             Error::Incomplete { source, .. } => source.detail(),
@@ -179,6 +200,14 @@ impl Error {
         match status {
             401 => Error::Auth { status, detail },
             413 => Error::TooLarge { detail },
+            422 => match schema_errors_of(body) {
+                Some((errors, error_count)) => Error::Invalid {
+                    detail,
+                    errors,
+                    error_count,
+                },
+                None => Error::Rejected { status, detail },
+            },
             429 => Error::RateLimited {
                 detail,
                 retry_after,
@@ -191,6 +220,17 @@ impl Error {
             },
             _ => Error::Rejected { status, detail },
         }
+    }
+
+    /// Positions of schema errors counted from the start of a batch: the request that failed
+    /// began after `offset` events.
+    pub(crate) fn shift_event_indexes(mut self, offset: u64) -> Error {
+        if let Error::Invalid { errors, .. } = &mut self {
+            for error in errors {
+                error.index += offset;
+            }
+        }
+        self
     }
 
     pub(crate) fn transport(
@@ -227,6 +267,53 @@ impl Error {
             ),
         }
     }
+}
+
+/// One event that does not match its domain's schema, as the server reports it in a `422`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub struct EventError {
+    /// Position of the event (0-based; see [`Error::Invalid`] for what it counts from).
+    pub index: u64,
+    /// JSON Pointer into the event (RFC 6901), e.g. `/temperature`; empty: the whole event.
+    #[serde(default)]
+    pub path: String,
+    /// What is wrong, e.g. `'warm' is not of type 'number'`.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
+        write!(f, "event {} at {path}: {}", self.index, self.message)
+    }
+}
+
+/// The `errors` (and `error_count`) of a schema rejection; `None` when the body has no
+/// non-empty `errors` list (another 422, e.g. an idempotency key reused for other events).
+/// Tolerant: entries without an `index` are skipped, other fields are ignored.
+fn schema_errors_of(body: &[u8]) -> Option<(Vec<EventError>, u64)> {
+    #[derive(serde::Deserialize)]
+    struct SchemaRejection {
+        errors: Vec<serde_json::Value>,
+        error_count: Option<u64>,
+    }
+    let parsed: SchemaRejection = serde_json::from_slice(body).ok()?;
+    let errors: Vec<EventError> = parsed
+        .errors
+        .into_iter()
+        .filter_map(|entry| serde_json::from_value(entry).ok())
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
+    let listed = errors.len() as u64;
+    Some((errors, parsed.error_count.unwrap_or(listed).max(listed)))
 }
 
 /// `{"detail": "..."}` → the text; a structured detail (FastAPI validation errors) as compact
@@ -337,6 +424,59 @@ mod tests {
             let err = Error::from_answer(status, br#"{"detail":"lock timeout"}"#, None, 3);
             assert!(matches!(err, Error::Server { attempts: 3, .. }), "{status}");
             assert_eq!(err.detail(), Some("lock timeout"));
+        }
+    }
+
+    #[test]
+    fn a_schema_rejection_carries_the_errors() {
+        let body = br#"{"detail": "2 of 5 events do not match the schema for 'garten' (garten.schema.json); nothing was stored. First: event 3 at /temperature: 'warm' is not of type 'number'",
+            "errors": [{"index": 3, "path": "/temperature", "message": "'warm' is not of type 'number'"},
+                       {"index": 4, "path": "", "message": "'sensor' is a required property", "extra": true},
+                       {"path": "/no-index"}, "not an object"],
+            "error_count": 7, "something_new": 1}"#;
+        let err = Error::from_answer(422, body, None, 1);
+        let Error::Invalid {
+            detail,
+            errors,
+            error_count,
+        } = &err
+        else {
+            panic!("expected Error::Invalid, got {err:?}");
+        };
+        assert!(detail.starts_with("2 of 5 events"), "{detail}");
+        assert_eq!(*error_count, 7);
+        assert_eq!(errors.len(), 2, "entries without an index are skipped");
+        assert_eq!(
+            (errors[0].index, errors[0].path.as_str()),
+            (3, "/temperature")
+        );
+        assert_eq!(errors[0].message, "'warm' is not of type 'number'");
+        assert_eq!(
+            errors[1].to_string(),
+            "event 4 at /: 'sensor' is a required property"
+        );
+        assert_eq!(err.status(), Some(422));
+        assert!(err.to_string().contains("(7 error(s))"), "{err}");
+
+        // Without error_count: the listed ones; shifted to batch positions.
+        let body = br#"{"detail": "x", "errors": [{"index": 0, "path": "/a", "message": "m"}]}"#;
+        let err = Error::from_answer(422, body, None, 1).shift_event_indexes(100);
+        assert!(
+            matches!(&err, Error::Invalid { errors, error_count: 1, .. } if errors[0].index == 100),
+            "{err:?}"
+        );
+
+        // Another 422 (no usable errors) stays Rejected.
+        for body in [
+            &br#"{"detail": "Idempotency-Key reused with another body"}"#[..],
+            br#"{"detail": "x", "errors": []}"#,
+            br#"{"detail": "x", "errors": "not a list"}"#,
+        ] {
+            let err = Error::from_answer(422, body, None, 1);
+            assert!(
+                matches!(err, Error::Rejected { status: 422, .. }),
+                "{err:?}"
+            );
         }
     }
 

@@ -20,7 +20,8 @@
 //!   and jitter, honouring `Retry-After`. Every attempt of one request carries the same
 //!   `Idempotency-Key`, so a retry after a lost answer stores nothing twice. Other `4xx` are
 //!   never retried, nor are TLS failures (an untrusted certificate: [`Error::Tls`]).
-//! * Failures are one [`Error`] enum, built from the status and the server's `detail`.
+//! * Failures are one [`Error`] enum, built from the status and the server's `detail`; a
+//!   schema rejection ([`Error::Invalid`]) carries the server's list of [`EventError`]s.
 //!
 //! # Example
 //!
@@ -106,5 +107,5 @@ pub use config::{
     Builder, DEFAULT_BACKOFF, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_RETRIES,
     DEFAULT_TIMEOUT, DEFAULT_URL,
 };
-pub use error::Error;
+pub use error::{Error, EventError};
 pub use receipt::Receipt;

@@ -170,6 +170,7 @@ impl BatchProgress {
         if self.receipt.requests == 0 {
             return error;
         }
+        let error = error.shift_event_indexes(self.receipt.accepted);
         Error::Incomplete {
             accepted: self.receipt.accepted,
             requests: self.receipt.requests,

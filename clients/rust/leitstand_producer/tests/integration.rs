@@ -17,6 +17,7 @@ for_both_clients!(
     stores_single_events_and_10000_event_batches,
     maps_the_real_servers_errors,
     lost_answers_are_retried_without_duplicates,
+    schema_rejections_name_the_invalid_events,
 );
 
 fn stores_single_events_and_10000_event_batches(flavor: Flavor) {
@@ -204,4 +205,70 @@ fn lost_answers_are_retried_without_duplicates(flavor: Flavor) {
     assert_eq!((receipt.accepted, receipt.requests), (300, 3));
     assert!(receipt.replayed);
     assert_stored(&server, "batch.test", &batch);
+}
+
+/// `LEITSTAND_SCHEMA_DIR` on the real server: a 422 carries the errors, at their positions in
+/// the whole batch, and the server stores nothing of the rejected request.
+fn schema_rejections_name_the_invalid_events(flavor: Flavor) {
+    let schemas = tempfile::tempdir().expect("temp dir");
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["temperature"],
+        "properties": {"temperature": {"type": "number"}},
+    });
+    std::fs::write(
+        schemas.path().join("garten.schema.json"),
+        schema.to_string(),
+    )
+    .expect("write schema");
+    let server = Leitstand::start_with_env(&[("LEITSTAND_SCHEMA_DIR", schemas.path())]);
+    let opts = Opts {
+        token: TOKEN.to_owned(),
+        max_events: 3,
+        ..Opts::default()
+    };
+    let valid: Vec<Value> = (0..3).map(|n| json!({"temperature": n})).collect();
+    let mut events = valid.clone();
+    events.push(json!({"temperature": "warm"}));
+    events.push(json!({"sensor": "balkon"}));
+
+    let err = send_one(flavor, &server.url(), &opts, "garten", &events[3]).unwrap_err();
+    match &err {
+        Error::Invalid {
+            errors,
+            error_count: 1,
+            ..
+        } => {
+            assert_eq!(errors.len(), 1);
+            assert_eq!(
+                (errors[0].index, errors[0].path.as_str()),
+                (0, "/temperature")
+            );
+            assert!(errors[0].message.contains("'warm'"), "{}", errors[0]);
+        }
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+
+    let err = send_batch(flavor, &server.url(), &opts, "garten", &events).unwrap_err();
+    let Error::Incomplete {
+        accepted: 3,
+        source,
+        ..
+    } = &err
+    else {
+        panic!("expected Error::Incomplete, got {err:?}");
+    };
+    match &**source {
+        Error::Invalid {
+            errors,
+            error_count: 2,
+            ..
+        } => {
+            let at: Vec<(u64, &str)> = errors.iter().map(|e| (e.index, e.path.as_str())).collect();
+            assert_eq!(at, [(3, "/temperature"), (4, "")]);
+        }
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+    assert_stored(&server, "garten", &valid);
 }

@@ -25,6 +25,7 @@ for_both_clients!(
     splits_batches_under_both_limits,
     gzip_bodies_decompress_to_the_events,
     a_failure_part_way_says_what_is_stored,
+    schema_rejections_carry_the_errors_at_batch_positions,
     reports_replayed_answers,
     does_not_follow_redirects,
 );
@@ -379,6 +380,70 @@ fn a_failure_part_way_says_what_is_stored(flavor: Flavor) {
         server.requests().is_empty(),
         "nothing sent: the bad event is in the first request"
     );
+}
+
+fn schema_rejection(errors: Value, error_count: u64) -> Reply {
+    let body = json!({
+        "detail": "events do not match the schema for 'aussen'; nothing was stored",
+        "errors": errors,
+        "error_count": error_count,
+    });
+    answer(422, &body.to_string())
+}
+
+fn schema_rejections_carry_the_errors_at_batch_positions(flavor: Flavor) {
+    let errors = json!([
+        {"index": 1, "path": "/n", "message": "1 is not of type 'string'"},
+        {"index": 1, "path": "", "message": "'sensor' is a required property"},
+    ]);
+    let server = MockServer::start(vec![schema_rejection(errors.clone(), 2)]);
+    let err = send_one(flavor, &server.url(), &Opts::default(), "aussen", &event(0)).unwrap_err();
+    match &err {
+        Error::Invalid {
+            errors,
+            error_count: 2,
+            ..
+        } => {
+            assert_eq!(errors.len(), 2);
+            assert_eq!(
+                errors[0].to_string(),
+                "event 1 at /n: 1 is not of type 'string'"
+            );
+        }
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+    assert_eq!(err.status(), Some(422));
+    assert_eq!(server.requests().len(), 1, "never retried");
+
+    // The second request of a batch fails: its positions count from the batch's start.
+    let events: Vec<Value> = (0..4).map(event).collect();
+    let server = MockServer::start(vec![accepted(2, "aussen"), schema_rejection(errors, 25)]);
+    let opts = Opts {
+        max_events: 2,
+        ..Opts::default()
+    };
+    let err = send_batch(flavor, &server.url(), &opts, "aussen", &events).unwrap_err();
+    let Error::Incomplete {
+        accepted: 2,
+        source,
+        ..
+    } = &err
+    else {
+        panic!("expected Error::Incomplete, got {err:?}");
+    };
+    match &**source {
+        Error::Invalid {
+            errors,
+            error_count: 25,
+            ..
+        } => {
+            let at: Vec<(u64, &str)> = errors.iter().map(|e| (e.index, e.path.as_str())).collect();
+            assert_eq!(at, [(3, "/n"), (3, "")]);
+        }
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+    assert_eq!(err.status(), Some(422));
+    assert_eq!(server.requests().len(), 2, "never retried");
 }
 
 fn reports_replayed_answers(flavor: Flavor) {

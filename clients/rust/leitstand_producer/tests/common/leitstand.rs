@@ -31,14 +31,19 @@ pub struct Leitstand {
 
 impl Leitstand {
     pub fn start() -> Leitstand {
-        Leitstand::start_with(None)
+        Leitstand::start_with(None, &[])
     }
 
     pub fn start_tls(tls: ServerTls<'_>) -> Leitstand {
-        Leitstand::start_with(Some(tls))
+        Leitstand::start_with(Some(tls), &[])
     }
 
-    fn start_with(tls: Option<ServerTls<'_>>) -> Leitstand {
+    /// With more server settings, e.g. `LEITSTAND_SCHEMA_DIR`.
+    pub fn start_with_env(env: &[(&str, &Path)]) -> Leitstand {
+        Leitstand::start_with(None, env)
+    }
+
+    fn start_with(tls: Option<ServerTls<'_>>, env: &[(&str, &Path)]) -> Leitstand {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
         let root = root.canonicalize().expect("repository root");
         let python = root.join(".venv/bin/python");
@@ -71,6 +76,7 @@ impl Leitstand {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().copied());
         let child = command
             .env("LEITSTAND_TOKEN", TOKEN)
             .env("LEITSTAND_DATA_DIR", data_dir.path().join("data"))

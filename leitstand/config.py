@@ -10,12 +10,15 @@ from typing import Annotated, Literal, NoReturn
 from limits import parse_many
 from pydantic import (
     AliasChoices,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .units import parse_bytes
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
@@ -49,6 +52,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     # Read side: a stream client that takes nothing for this long is disconnected.
     stream_send_timeout: float = Field(default=30.0, gt=0)
+    # The data lifecycle (leitstand/store/): sizes take KiB/MiB/GiB, ages s/m/h/d.
+    min_free_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)] = 64 * 1024**2
     rejections_kept: int = Field(default=500, gt=0, le=100_000)
     # JSON Schemas per domain (leitstand/schemas/); unset: events are not checked.
     schema_dir: Path | None = None

@@ -68,6 +68,17 @@ class Metrics:
             "Requests answered from the idempotency record without writing.",
             registry=r,
         )
+        # The data lifecycle (leitstand/store/: space.py, rotation, compression, retention).
+        self.free_bytes = Gauge(
+            "leitstand_data_dir_free_bytes",
+            "Bytes still free on the data dir's file system (as of the last write or scrape).",
+            registry=r,
+        )
+        self.space_refusals = Counter(
+            "leitstand_free_space_refusals",
+            "Writes refused with 507 by the free-space guard (LEITSTAND_MIN_FREE_BYTES).",
+            registry=r,
+        )
         self.up = Gauge("leitstand_up", "1 while the service is running.", registry=r)
         self.up.set(1)
 

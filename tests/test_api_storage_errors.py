@@ -88,7 +88,8 @@ DISK_FULL_SCRIPT = textwrap.dedent("""
     from leitstand.config import Settings
 
     async def main():
-        app = create_app(Settings(_env_file=None, token="t", data_dir=data))
+        app = create_app(Settings(_env_file=None, token="t", data_dir=data,
+                                    min_free_bytes=0))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://x", headers={"X-Auth": "t"}) as client:
             first = await client.post("/v1/ingest?domain=aussen", json={"n": 1})

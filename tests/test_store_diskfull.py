@@ -82,7 +82,9 @@ def _post(http: httpx.Client, body: bytes, key: str | None = None) -> httpx.Resp
 def test_full_disk_is_507_file_restored_and_writes_resume(tmp_path: Path) -> None:
     with tiny_filesystem(tmp_path / "disk") as disk:
         data = disk / "data"
-        server = ServerProcess(data, token=TOKEN, log_path=tmp_path / "server.log")
+        # The free-space guard off: this test is about the write that fails half way.
+        server = ServerProcess(data, token=TOKEN, log_path=tmp_path / "server.log",
+                               env={"LEITSTAND_MIN_FREE_BYTES": "0"})
         try:
             server.start()
             with httpx.Client(base_url=server.url, headers={"X-Auth": TOKEN}, timeout=30) as http:
@@ -187,7 +189,8 @@ def ext4_on_a_device_that_fails_writeback(where: Path) -> Iterator[tuple[Path, P
 @pytest.mark.slow
 def test_failed_fdatasync_is_never_acknowledged(tmp_path: Path) -> None:
     with ext4_on_a_device_that_fails_writeback(tmp_path / "dev") as (fs, backing):
-        server = ServerProcess(fs / "data", token=TOKEN, log_path=tmp_path / "server.log")
+        server = ServerProcess(fs / "data", token=TOKEN, log_path=tmp_path / "server.log",
+                               env={"LEITSTAND_MIN_FREE_BYTES": "0"})  # a small fs: no guard
         try:
             server.start()
             with httpx.Client(base_url=server.url, headers={"X-Auth": TOKEN}, timeout=30) as http:

@@ -19,6 +19,7 @@ def open_store(settings: Settings, metrics: Metrics) -> Store:
                 fsync=settings.fsync == "always",
                 idempotency_window=settings.idempotency_window,
                 idempotency_max_keys=settings.idempotency_max_keys,
+                min_free_bytes=settings.min_free_bytes,
             ),
         )
     if settings.backend == "nats":

@@ -21,6 +21,7 @@ from .base import AppendResult, Idempotency
 from .datafile import DataFile
 from .files import holds, storage_error
 from .intents import Group, Intent, IntentLog
+from .space import DEFAULT_MIN_FREE_BYTES, SpaceGuard
 
 log = logging.getLogger("leitstand.store")
 
@@ -34,6 +35,7 @@ class StoreOptions:
     io_threads: int = 16
     # Domains whose files stay open (2 descriptors each); idle ones beyond are closed.
     max_open_domains: int = 128
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
 
 
 Outcome = AppendResult | LeitstandError
@@ -43,9 +45,11 @@ class DomainFile(DataFile):
     """The data file `<stem>.jsonl` with its intent log `.leitstand/<stem>.idem`."""
 
     def __init__(self, stem: str, dir_fd: int, helper_fd: int, metrics: Metrics,
-                 options: StoreOptions, *, label: str | None = None) -> None:
+                 options: StoreOptions, *, label: str | None = None,
+                 space: SpaceGuard | None = None) -> None:
         super().__init__(stem, dir_fd, helper_fd, metrics, fsync=options.fsync,
                          lock_timeout=options.lock_timeout, label=label)
+        self.space = space
         self.intents = IntentLog(stem + ".idem", helper_fd, window=options.idempotency_window,
                                  max_keys=options.idempotency_max_keys)
 
@@ -106,6 +110,8 @@ class DomainFile(DataFile):
                 events += len(lines)
                 outcomes.append(AppendResult(len(lines)))
             if payloads:
+                if self.space is not None:
+                    self.space.check(group.end - group.start)
                 self.intents.begin(group, fsync=fsync)
                 self._write(b"".join(payloads), group)
         except OSError as exc:

@@ -32,6 +32,7 @@ from .base import AppendResult, Batch, DomainInfo, Health, Idempotency
 from .datafile import open_data_dir, open_helper_dir
 from .domainfile import DomainFile, Outcome, StoreOptions
 from .reader import FileReader
+from .space import SpaceGuard
 
 log = logging.getLogger("leitstand.store")
 
@@ -56,6 +57,8 @@ class JsonlStore:
         self._metrics = metrics
         self._options = options
         self._writers: dict[str, DomainWriter] = {}
+        self.space = SpaceGuard(self._dir_fd, options.min_free_bytes, metrics)
+        metrics.free_bytes.set_function(self.space.free_or_nan)
         self._pool = ThreadPoolExecutor(options.io_threads, thread_name_prefix="leitstand-io")
         self._recover_all()
         self._reader = FileReader(self._dir_fd)
@@ -65,7 +68,7 @@ class JsonlStore:
         if writer is None:
             self._close_idle_writers(self._options.max_open_domains - 1)
             file = DomainFile(file_stem(domain), self._dir_fd, self._helper_fd, self._metrics,
-                              self._options, label=domain)
+                              self._options, label=domain, space=self.space)
             writer = DomainWriter(file, self._pool, self._metrics, self._options)
         self._writers[domain] = writer  # the most recently used last
         return writer

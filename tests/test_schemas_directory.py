@@ -183,6 +183,39 @@ def test_check_does_not_change_the_events(tmp_path: Path) -> None:
     assert events == [{"domain": "aussen"}, {"n": 1.0, "domain": "aussen"}]
 
 
+def test_the_fast_validator_is_built_with_refs_and_never_stricter_on_formats(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "units.json", {"$defs": {"celsius": {"type": "number"}}})
+    write(tmp_path, "aussen.schema.json", {"properties": {
+        "t": {"$ref": "units.json#/$defs/celsius"},
+        "link": {"format": "uri"}, "took": {"format": "duration"},  # not checked by jsonschema
+        "at": {"format": "date-time"}}})
+    schema = load_directory(tmp_path).for_domain("aussen")
+    assert schema.fast is not None
+    assert schema.fast.is_valid({"t": 1.5, "link": "not a uri", "took": "long"})
+    assert not schema.fast.is_valid({"t": "warm"})
+    assert not schema.fast.is_valid({"at": "yesterday"})
+    schemas = Schemas(tmp_path, Metrics())
+    schemas.check("aussen", [{"link": "not a uri", "took": "long", "domain": "aussen"}])
+
+
+def test_the_reference_decides_when_the_fast_validator_rejects(tmp_path: Path) -> None:
+    """Were jsonschema-rs ever stricter than jsonschema, the event is still stored."""
+
+    class Stricter:
+        def is_valid(self, instance: object) -> bool:
+            return False
+
+    write(tmp_path, "aussen.schema.json", NUMBER_SCHEMA)
+    schemas = Schemas(tmp_path, Metrics())
+    domain_schema = schemas.for_domain("aussen")
+    object.__setattr__(domain_schema, "fast", Stricter())
+    schemas.check("aussen", [{"temperature": 1, "domain": "aussen"}])  # accepted
+    with pytest.raises(SchemaRejected):
+        schemas.check("aussen", [{"temperature": "x", "domain": "aussen"}])
+
+
 # -- Reloadable ------------------------------------------------------------------------------------
 class Clock:
     def __init__(self) -> None:

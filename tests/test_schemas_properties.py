@@ -91,6 +91,7 @@ def test_answer_equals_the_libraries_verdict(tmp_path: Path) -> None:
     def check(schema: dict[str, Any], batch: list[dict[str, Any]]) -> None:
         schema_file.write_text(json.dumps(schema))
         assert schemas_in_force.reload()  # what SIGHUP does
+        assert schemas_in_force.for_domain(DOMAIN).fast is not None  # both validators run
         validator = Draft202012Validator(schema,
                                          format_checker=Draft202012Validator.FORMAT_CHECKER)
         as_stored = [{**event, "domain": DOMAIN} for event in batch]

@@ -174,6 +174,7 @@ async def test_without_schema_dir_nothing_is_checked(make_client: Client) -> Non
     assert (await client.get("/v1/schemas/aussen")).status_code == 404
     assert (await client.post("/v1/ingest?domain=aussen", json={"t": "x"})).status_code == 202
     assert "leitstand_schemas " not in (await client.get("/metrics")).text
+    assert (await client.get("/health")).json() == {"status": "ok"}
 
 
 async def test_changed_file_is_used_and_broken_file_keeps_the_old(
@@ -191,6 +192,10 @@ async def test_changed_file_is_used_and_broken_file_keeps_the_old(
                               json={"temperature": 1})).status_code == 422  # old set in force
     listing = (await client.get("/v1/schemas")).json()
     assert listing["reload_error"].startswith("aussen.schema.json: invalid JSON")
+    health = await client.get("/health")
+    assert health.status_code == 200
+    assert health.json()["schemas"]["reload_error"] == listing["reload_error"]
+    assert health.json()["schemas"]["in_force"] == 2
     metrics = (await client.get("/metrics")).text
     assert "leitstand_schema_reload_failed 1.0" in metrics
     assert "leitstand_schema_reload_failures_total 1.0" in metrics

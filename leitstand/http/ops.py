@@ -20,7 +20,8 @@ router = APIRouter(tags=["operations"])
     response_model=None,
     responses={
         200: {"description": "`{\"status\": \"ok\"}`; with LEITSTAND_BACKEND=nats also "
-              "`backend` (`connected`, `stream`).",
+              "`backend` (`connected`, `stream`); with LEITSTAND_SCHEMA_DIR also `schemas` "
+              "(`in_force`: files, `reload_error`: why the newest files were refused, or null).",
               "content": {"application/json": {"schema": {"type": "object"}}}},
         503: {"description": "The backend cannot store now (nats: not connected, or the stream "
               "does not answer); ingest answers 503 too.",
@@ -34,6 +35,10 @@ async def health(svc: ServiceDep) -> Response:
     body: dict[str, Any] = {"status": "ok" if health.ok else "unavailable"}
     if health.backend is not None:
         body["backend"] = health.backend
+    if svc.schemas is not None:
+        # A refused reload does not make the service unhealthy (the previous schemas stay in
+        # force), but it is shown here.
+        body["schemas"] = svc.schemas.health()
     return JSONResponse(
         body,
         status_code=200 if health.ok else 503,

@@ -109,6 +109,9 @@ class Schemas:
     def current(self) -> SchemaSet:
         return self._files.current()
 
+    def health(self) -> dict[str, Any]:
+        return {"in_force": len(self.current()), "reload_error": self.error}
+
     def reload(self) -> bool:
         """Load the directory now (SIGHUP); False if it was refused (the old schemas stay)."""
         return self._files.reload()

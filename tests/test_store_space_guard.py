@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testing import ServerProcess
+
 from .conftest import TOKEN
-from .server import ServerProcess
 from .store_checks import metric, stored_events
 from .test_store_diskfull import _ndjson, _post, tiny_filesystem
 

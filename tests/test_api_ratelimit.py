@@ -106,3 +106,64 @@ async def test_open_endpoints_are_not_limited(make_client) -> None:
     assert (await client.post("/ingest/aussen", json={})).status_code == 429
     for path in ("/health", "/version", "/metrics", "/openapi.json", "/docs"):
         assert (await client.get(path)).status_code == 200, path
+
+
+# -- the moving window itself (leitstand.http.ratelimit.MovingWindow), on a fake clock ----------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_moving_window_allows_amount_in_any_window() -> None:
+    from leitstand.http.ratelimit import MovingWindow
+
+    clock = FakeClock()
+    window = MovingWindow(3, 60, clock)
+    assert window.hit("a") == (True, 2, 60)
+    clock.now += 10
+    assert window.hit("a") == (True, 1, 50)
+    clock.now += 10
+    assert window.hit("a") == (True, 0, 40)
+    clock.now += 10
+    assert window.hit("a") == (False, 0, 30)  # frees up when the first hit leaves the window
+    assert window.hit("b")[0] is True  # every key has its own window
+    clock.now += 30  # the first hit is exactly one window old: out
+    assert window.hit("a") == (True, 0, 10)
+    assert window.hit("a") == (False, 0, 10)
+    clock.now += 60
+    assert window.hit("a") == (True, 2, 60)
+
+
+def test_moving_window_is_not_a_fixed_window() -> None:
+    """Hits at the end of one minute count against the start of the next (no burst of 2x)."""
+    from leitstand.http.ratelimit import MovingWindow
+
+    clock = FakeClock()
+    window = MovingWindow(2, 60, clock)
+    clock.now += 59
+    assert [window.hit("a")[0] for _ in range(2)] == [True, True]
+    clock.now += 2
+    assert window.hit("a")[0] is False
+
+
+def test_idle_keys_are_swept_without_a_thread() -> None:
+    import threading
+
+    from leitstand.http.ratelimit import MovingWindow
+
+    clock = FakeClock()
+    threads = threading.active_count()
+    window = MovingWindow(5, 60, clock)
+    for i in range(1000):
+        window.hit(f"10.0.{i // 256}.{i % 256}")
+    assert len(window) == 1000
+    assert threading.active_count() == threads
+    clock.now += 61
+    window.hit("192.0.2.1")  # the next hit after a window sweeps the idle keys
+    assert len(window) == 1
+    clock.now += 0.5
+    window.hit("192.0.2.2")  # no second sweep within a second; nothing lost either
+    assert len(window) == 2

@@ -46,5 +46,11 @@ def check_token(headers: list[tuple[bytes, bytes]], tokens: tuple[bytes, ...]) -
         raise Unauthorized("invalid X-Auth token")
 
 
+async def _guard_dependency(request: Request) -> RateState:
+    # A coroutine, so that FastAPI runs it on the event loop (a plain function dependency
+    # would run in a worker thread).
+    return guard(request)
+
+
 # For FastAPI routes: `rate: Guarded` in the signature admits the request before the route runs.
-Guarded = Annotated[RateState, Depends(guard)]
+Guarded = Annotated[RateState, Depends(_guard_dependency)]

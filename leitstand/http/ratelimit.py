@@ -1,16 +1,16 @@
-"""Per-client-IP rate limiting (the `limits` library), shared by every ingest and read route."""
+"""Per-client-IP rate limiting, shared by every ingest and read route: a moving window in the
+`limits` notation (`60/minute`, parsed by `limits`)."""
 
 from __future__ import annotations
 
 import ipaddress
 import math
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from ..errors import RateLimited
 
@@ -29,26 +29,56 @@ class RateState:
         }
 
 
-class _SweptMemoryStorage(MemoryStorage):
-    """`limits`' in-memory storage without its expiry timer thread.
+class MovingWindow:
+    """At most `amount` hits per key in any `seconds`-long window: `limits`' moving window,
+    kept in process and swept inline.
 
-    The stock storage starts a fresh `threading.Timer` after every 10 ms of traffic to drop
-    expired entries, and each start parks the event loop until the new thread has run: under
-    load about 100 thread starts a second, each waiting for the GIL (bench/notes.md). Here the
-    same expiry runs inline, at most once a second. Expiry only bounds memory; whether a request
-    is allowed never depends on it."""
+    Each key keeps the times of its hits inside the window (a deque of at most `amount`), so a
+    hit costs O(1) amortised and no thread. `limits`' own in-memory storage would start a
+    `threading.Timer` after every 10 ms of traffic to expire entries, and each start parks the
+    event loop until the new thread has run (bench/notes.md); overriding its private hook for
+    that was not a supported use. Keys idle for a whole window are dropped, in a sweep at most
+    once a second: expiry only bounds memory, whether a hit is allowed never depends on it.
+    Not thread-safe: call it from the event loop only.
+    """
 
     _SWEEP_EVERY = 1.0
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._next_sweep = 0.0
+    def __init__(self, amount: int, seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.amount = amount
+        self.seconds = seconds
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+        self._next_sweep = clock() + self._SWEEP_EVERY
 
-    def _MemoryStorage__schedule_expiry(self) -> None:  # the private hook the base calls
-        now = time.monotonic()
+    def hit(self, key: str) -> tuple[bool, int, float]:
+        """Count a hit for `key` if the window has room. Returns (allowed, remaining, seconds
+        until the window frees up: until its oldest hit leaves it)."""
+        now = self._clock()
         if now >= self._next_sweep:
-            self._next_sweep = now + self._SWEEP_EVERY
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+            self._sweep(now)
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque(maxlen=self.amount)
+        start = now - self.seconds
+        while hits and hits[0] <= start:
+            hits.popleft()
+        allowed = len(hits) < self.amount
+        if allowed:
+            hits.append(now)
+        oldest = hits[0] if hits else now
+        return allowed, self.amount - len(hits), oldest + self.seconds - now
+
+    def __len__(self) -> int:
+        """Keys held (for tests: memory stays bounded)."""
+        return len(self._hits)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self._SWEEP_EVERY
+        start = now - self.seconds
+        for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= start]:
+            del self._hits[key]
 
 
 class RateLimiter:
@@ -56,8 +86,8 @@ class RateLimiter:
     is a trusted proxy — the last untrusted address in `X-Forwarded-For`."""
 
     def __init__(self, spec: str, trusted_proxies: Iterable[str] = ()) -> None:
-        self._item = parse(spec)
-        self._limiter = MovingWindowRateLimiter(_SweptMemoryStorage())
+        item = parse(spec)
+        self._window = MovingWindow(item.amount, item.get_expiry())
         self._trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str:
@@ -74,10 +104,9 @@ class RateLimiter:
 
     def hit(self, client: str) -> RateState:
         """Count one request for `client`; raise `RateLimited` (with headers) when over."""
-        allowed = self._limiter.hit(self._item, client)
-        reset_at, remaining = self._limiter.get_window_stats(self._item, client)
-        reset_after = max(1, math.ceil(reset_at - time.time()))
-        state = RateState(self._item.amount, max(0, remaining), reset_after)
+        allowed, remaining, frees_in = self._window.hit(client)
+        reset_after = max(1, math.ceil(frees_in))
+        state = RateState(self._window.amount, remaining, reset_after)
         if not allowed:
             raise RateLimited(
                 "rate limit exceeded",

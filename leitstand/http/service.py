@@ -41,5 +41,10 @@ def service(request: Request) -> Service:
     return svc
 
 
+async def _service_dependency(request: Request) -> Service:
+    # A coroutine, so that FastAPI runs it on the event loop, not in a worker thread.
+    return service(request)
+
+
 # For FastAPI routes: `svc: ServiceDep` in the signature.
-ServiceDep = Annotated[Service, Depends(service)]
+ServiceDep = Annotated[Service, Depends(_service_dependency)]

@@ -11,6 +11,11 @@ seconds of connecting (or of the first byte of its next request); otherwise it g
 closed. A request head may be at most MAX_HEAD_BYTES long (httptools itself has no limit): a
 longer one gets a 431 and the connection is closed. The body has its own deadline
 (LEITSTAND_BODY_TIMEOUT, enforced by the app) and size limit (LEITSTAND_MAX_BODY).
+
+uvicorn has no public hook for this, so the class overrides httptools parser callbacks and reads
+a few instance attributes of uvicorn's protocol (`app_state`, `loop`, `url`, `headers`,
+`transport`, `cycle`, `client`). uvicorn is therefore pinned exactly (requirements.txt), and
+tests/test_api_headertimeout.py fails when those internals change.
 """
 
 from __future__ import annotations

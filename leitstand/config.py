@@ -178,15 +178,16 @@ def load_settings(**overrides: object) -> Settings:
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        _refuse(describe_errors(exc))
+        refuse_to_start(describe_errors(exc))
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _refuse(f"{env_name('data_dir')} is invalid: cannot create {str(settings.data_dir)!r}: "
-                f"{exc.strerror or exc}")
+        refuse_to_start(f"{env_name('data_dir')} is invalid: cannot create "
+                        f"{str(settings.data_dir)!r}: {exc.strerror or exc}")
     return settings
 
 
-def _refuse(reason: str) -> NoReturn:
+def refuse_to_start(reason: str) -> NoReturn:
+    """Exit 2 with `reason` on stderr: a setting is missing or wrong (every entry point)."""
     print("leitstand: cannot start:\n" + reason, file=sys.stderr)
     raise SystemExit(2) from None

@@ -1,4 +1,6 @@
-"""The service's errors: each carries its HTTP status; all render as `{"detail": "..."}`."""
+"""The service's errors, all defined here: each carries its HTTP status and a reason label; the
+one error boundary (leitstand/http/boundary.py) renders them as `{"detail": "..."}`.
+(The Python client's own exceptions are in leitstand/client/errors.py.)"""
 
 from __future__ import annotations
 
@@ -71,6 +73,19 @@ class UnsupportedMediaType(LeitstandError):
 class IdempotencyConflict(LeitstandError):
     status = 422
     reason = "idempotency_conflict"
+
+
+class SchemaRejected(LeitstandError):
+    """422: events of the batch do not match their domain's schema (leitstand/schemas)."""
+
+    status = 422
+    reason = "schema"
+
+
+class SchemaNotApplicable(LeitstandError):
+    """A schema that passed the load check cannot be applied (should not happen)."""
+
+    reason = "schema_error"
 
 
 class RateLimited(LeitstandError):

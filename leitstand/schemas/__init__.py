@@ -15,8 +15,8 @@ from typing import Any
 import referencing.exceptions
 from prometheus_client import Counter, Gauge
 
-from ..config import _refuse
-from ..errors import LeitstandError
+from ..config import refuse_to_start
+from ..errors import SchemaNotApplicable, SchemaRejected
 from ..metrics import Metrics
 from ..reloading import Reloadable, on_sighup, stat_fingerprint
 from .directory import SUFFIX, DomainSchema, SchemaDirError, SchemaSet, load_directory
@@ -47,20 +47,7 @@ def open_schemas(directory: Path | None, metrics: Metrics) -> Schemas | None:
     try:
         return Schemas(directory, metrics)
     except SchemaDirError as exc:
-        _refuse(f"LEITSTAND_SCHEMA_DIR is invalid: {exc}")
-
-
-class SchemaRejected(LeitstandError):
-    """422: events of the batch do not match their domain's schema."""
-
-    status = 422
-    reason = "schema"
-
-
-class SchemaNotApplicable(LeitstandError):
-    """A schema that passed the load check cannot be applied (should not happen)."""
-
-    reason = "schema_error"
+        refuse_to_start(f"LEITSTAND_SCHEMA_DIR is invalid: {exc}")
 
 
 class Schemas:

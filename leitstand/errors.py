@@ -124,3 +124,9 @@ class NotARegularFile(LeitstandError):
 class DiskFull(LeitstandError):
     status = 507
     reason = "disk_full"
+
+
+class LowDiskSpace(DiskFull):
+    """Refused before writing: it would leave less than LEITSTAND_MIN_FREE_BYTES free."""
+
+    reason = "low_disk_space"

@@ -90,3 +90,24 @@ async def test_unexpected_error_is_500_json_with_request_id(make_client, monkeyp
     assert response.json() == {"detail": "internal error"}
     assert response.headers["X-Request-ID"] == "req-500"
     assert response.headers["Deprecation"]
+
+
+def test_every_server_error_is_defined_in_leitstand_errors() -> None:
+    """One error module: no LeitstandError subclass lives anywhere else in the package."""
+    import importlib
+    import pkgutil
+
+    import leitstand
+    from leitstand.errors import LeitstandError
+
+    for module in pkgutil.walk_packages(leitstand.__path__, "leitstand."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    found, todo = [], [LeitstandError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    assert len(found) > 10
+    assert {cls.__module__ for cls in found} == {"leitstand.errors"}, [
+        f"{cls.__module__}.{cls.__name__}" for cls in found if cls.__module__ != "leitstand.errors"]

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import os
 
-from ..errors import DiskFull
+from ..errors import LowDiskSpace
 from ..metrics import Metrics
 
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
-
-
-class LowDiskSpace(DiskFull):
-    reason = "low_disk_space"
 
 
 class SpaceGuard:

@@ -216,6 +216,33 @@ def test_the_reference_decides_when_the_fast_validator_rejects(tmp_path: Path) -
         schemas.check("aussen", [{"temperature": "x", "domain": "aussen"}])
 
 
+def test_a_large_invalid_batch_costs_the_reference_only_the_listed_events(
+    tmp_path: Path,
+) -> None:
+    """The slow reference explains the first 20 errors; the fast validator counts the rest."""
+    write(tmp_path, "aussen.schema.json", NUMBER_SCHEMA)
+    schemas = Schemas(tmp_path, Metrics())
+    domain_schema = schemas.for_domain("aussen")
+    reference = domain_schema.validator
+    looked_at: list[object] = []
+
+    class Spy:
+        def iter_errors(self, instance: object) -> object:
+            looked_at.append(instance)
+            return reference.iter_errors(instance)
+
+    object.__setattr__(domain_schema, "validator", Spy())
+    events = [{"temperature": 1, "domain": "aussen"}] * 100 + [
+        {"temperature": str(i), "domain": "aussen"} for i in range(5000)]
+    with pytest.raises(SchemaRejected) as caught:
+        schemas.check("aussen", events)
+    assert caught.value.extra["error_count"] == 5000
+    assert len(caught.value.extra["errors"]) == 20
+    assert caught.value.extra["errors"][0]["index"] == 100
+    assert len(looked_at) == 20
+    assert "5000 of 5100 events" in caught.value.detail
+
+
 # -- Reloadable ------------------------------------------------------------------------------------
 class Clock:
     def __init__(self) -> None:

@@ -119,14 +119,8 @@ class Schemas:
         schema = self._files.current().for_domain(domain)
         if schema is None:
             return
-        if schema.fast is not None:
-            try:
-                if all(schema.fast.is_valid(event) for event in events):
-                    return
-            except ValueError:
-                pass  # the reference decides
         try:
-            listed, total, invalid = _collect_errors(schema.validator, events)
+            listed, total, invalid = _find_errors(schema, events)
         except referencing.exceptions.Unresolvable as exc:
             raise SchemaNotApplicable(f"the schema {schema.file} cannot be applied: {exc}") from exc
         if not total:
@@ -141,13 +135,31 @@ class Schemas:
         )
 
 
-def _collect_errors(validator: Any, events: Sequence[Any]) -> tuple[list[dict[str, Any]], int, int]:
-    """The first MAX_LISTED errors, the number of all errors, and of invalid events."""
+def _find_errors(schema: DomainSchema, events: Sequence[Any]
+                 ) -> tuple[list[dict[str, Any]], int, int]:
+    """The first MAX_LISTED errors, the number of all errors, and of invalid events.
+
+    The fast validator picks the suspects (none: done, the common case); the reference looks at
+    them in order and decides. Once MAX_LISTED errors are listed, the fast validator counts the
+    rest: a 10,000-event batch of invalid events costs ~20 reference checks, not 10,000
+    (~100 us each, on the event loop)."""
+    fast = schema.fast
+    suspects: Sequence[int] = range(len(events))
+    if fast is not None:
+        try:
+            suspects = [i for i, event in enumerate(events) if not fast.is_valid(event)]
+        except ValueError:
+            fast = None  # the reference alone
     listed: list[dict[str, Any]] = []
     total = invalid = 0
-    for index, event in enumerate(events):
+    for n, index in enumerate(suspects):
+        if fast is not None and len(listed) >= MAX_LISTED:
+            rest = suspects[n:]
+            total += sum(sum(1 for _ in fast.iter_errors(events[i])) for i in rest)
+            invalid += len(rest)
+            break
         found = 0
-        for error in validator.iter_errors(event):
+        for error in schema.validator.iter_errors(events[index]):
             found += 1
             if len(listed) < MAX_LISTED:
                 listed.append({"index": index, "path": json_pointer(error.absolute_path),

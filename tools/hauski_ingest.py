@@ -1,10 +1,12 @@
-"""The hausKI helper from the spec: `ingest_event(domain, data)` → `"ok"` or an exception.
+"""The hausKI helper from the spec: `ingest_event(domain, data)` → `"ok"` or an exception
+(or `"spooled"`, with a spool).
 
 A thin facade over `leitstand.client.Client`; settings not passed come from the environment
 (`LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT`, `LEITSTAND_RETRIES`,
-`LEITSTAND_BACKOFF`), read at every call. Retries reuse one Idempotency-Key, so a retried event
-is stored once. `transport` may be a sync or an async httpx transport
-(e.g. `httpx.ASGITransport(app=app)` for tests without sockets).
+`LEITSTAND_BACKOFF`, `LEITSTAND_SPOOL_DIR`, `LEITSTAND_CA_FILE`, ...), read at every call.
+Retries reuse one Idempotency-Key, so a retried event is stored once. `transport` may be a
+sync or an async httpx transport (e.g. `httpx.ASGITransport(app=app)` for tests without
+sockets).
 """
 
 from __future__ import annotations
@@ -71,13 +73,15 @@ def ingest_event(
     backoff: float | None = None,
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
 ) -> str:
-    """Store one event in `domain`. Returns "ok" once the server has it; raises an
-    `IngestError` subclass (with `.status` and `.detail`) otherwise."""
+    """Store one event in `domain`. Returns "ok" once the server has it; with
+    `LEITSTAND_SPOOL_DIR`, "spooled" when it could not be delivered now and waits in the spool
+    (sent later, in order, stored once). Raises an `IngestError` subclass (with `.status` and
+    `.detail`) otherwise, e.g. `SpoolFullError` when the spool has no room."""
     config = ClientConfig.resolve(url=url, token=token, timeout=timeout, retries=retries,
                                   backoff=backoff)
     if transport is not None:
         with Client(config=config, transport=transport) as client:
-            client.send(domain, data)
-        return "ok"
-    _clients.get(config).send(domain, data)
-    return "ok"
+            receipt = client.send(domain, data)
+    else:
+        receipt = _clients.get(config).send(domain, data)
+    return "spooled" if receipt.spooled else "ok"

@@ -38,6 +38,9 @@ def register(commands: Any) -> None:
     send.add_argument("--fresh", action="store_true",
                       help="with --file: new Idempotency-Keys, i.e. store the file again even "
                       "if it was sent before")
+    send.add_argument("--spool", metavar="DIR",
+                      help="keep what cannot be delivered now in DIR and send it later "
+                      "(default LEITSTAND_SPOOL_DIR; see `leitstand spool`)")
     progress = send.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="always show a progress bar on stderr")
@@ -51,7 +54,8 @@ def run_send(args: argparse.Namespace) -> int:
         raise UsageError("give either a JSON argument or --file, not both")
     if args.fresh and args.file is None:
         raise UsageError("--fresh only applies to --file")
-    with client_for(args, max_body=args.batch_bytes, max_events=args.batch_events) as client:
+    with client_for(args, max_body=args.batch_bytes, max_events=args.batch_events,
+                    spool_dir=args.spool) as client:
         if args.json is not None:
             return send_argument(client, args.domain, args.json)
         if args.file is not None:
@@ -68,12 +72,16 @@ def send_argument(client: Client, domain: str, text: str) -> int:
         raise UsageError(f"the JSON argument is not valid JSON: {exc}") from None
     if isinstance(value, dict):
         receipt = client.send(domain, value)
-        print(f"stored 1 event in {receipt.domain or domain}"
-              + (" (already stored before)" if receipt.replayed else ""))
+        if receipt.spooled:
+            print(f"spooled 1 event for {domain} in {client.config.spool_dir} (not stored yet; "
+                  "sent later, or now with `leitstand spool flush`)")
+        else:
+            print(f"stored 1 event in {receipt.domain or domain}"
+                  + (" (already stored before)" if receipt.replayed else ""))
         return 0
     if isinstance(value, list) and value:
         summary = client.send_many(domain, value)
-        print(summary_line(summary, domain, None))
+        print(summary_line(summary, domain, None, client.config.spool_dir))
         return 0
     raise UsageError("the JSON argument must be an object or a non-empty array of objects")
 
@@ -138,9 +146,10 @@ def send_stream(
         summary = client.send_lines(args.domain, source, key_for=key_for, on_batch=on_batch)
     finally:
         bar.close()
-    if summary.events == 0:
+    if summary.events + summary.spooled_events == 0:
         raise UsageError("no events in the input (only blank lines)")
-    print(summary_line(summary, args.domain, time.monotonic() - started))
+    print(summary_line(summary, args.domain, time.monotonic() - started,
+                       client.config.spool_dir))
     return 0
 
 
@@ -151,7 +160,8 @@ def make_progress(total: int | None, *, enabled: bool, delay: float) -> Any:
                 disable=not enabled, dynamic_ncols=True, delay=delay)
 
 
-def summary_line(summary: SendSummary, domain: str, seconds: float | None) -> str:
+def summary_line(summary: SendSummary, domain: str, seconds: float | None,
+                 spool: str = "") -> str:
     text = (f"stored {summary.events} events in {domain} "
             f"({summary.batches} batch{'es' if summary.batches != 1 else ''}")
     if summary.replayed_batches:
@@ -160,6 +170,9 @@ def summary_line(summary: SendSummary, domain: str, seconds: float | None) -> st
     text += ")"
     if seconds is not None:
         text += f" in {seconds:.1f} s"
+    if summary.spooled_events:
+        text += (f"; spooled {summary.spooled_events} events in {spool} (not stored yet; sent "
+                 "later, or now with `leitstand spool flush`)")
     return text
 
 

@@ -4,6 +4,9 @@
     with Client() as client:                     # LEITSTAND_URL, LEITSTAND_TOKEN, ...
         client.send("aussen", {"event": "demo"})
         client.send_many("aussen", events)       # NDJSON batches within the server's limits
+
+With LEITSTAND_SPOOL_DIR, what cannot be delivered now is kept on disk and sent later
+(`Receipt.spooled`); see `spooling.py`.
 """
 
 from .async_client import AsyncClient
@@ -17,9 +20,12 @@ from .errors import (
     RateLimitedError,
     RejectedError,
     ServerError,
+    TLSError,
     TooLargeError,
 )
 from .protocol import Page, Receipt, SendSummary
+from .spool import Spool, SpoolFullError, SpoolStatus
+from .spooling import Drain
 from .sync import Client
 
 __all__ = [
@@ -29,6 +35,7 @@ __all__ = [
     "Client",
     "ClientConfig",
     "ConfigurationError",
+    "Drain",
     "IngestError",
     "NetworkError",
     "Page",
@@ -37,5 +44,9 @@ __all__ = [
     "RejectedError",
     "SendSummary",
     "ServerError",
+    "Spool",
+    "SpoolFullError",
+    "SpoolStatus",
+    "TLSError",
     "TooLargeError",
 ]

@@ -4,6 +4,7 @@ httpx.AsyncClient; same behaviour and names as `Client`, with `await`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -18,10 +19,11 @@ from .batches import (
     split_lines_async,
 )
 from .config import ClientConfig
-from .core import Exchange, Follow, Progress, ingest_event, read_domains, read_events
+from .core import Exchange, Follow, Ingest, Progress, ingest_event, read_domains, read_events
 from .errors import IngestError
 from .protocol import KeyFor, Page, Receipt, SendSummary, StreamEnded, http_options
 from .retry import RetryPolicy
+from .spooling import Drain, Spooler, emptied, spoolable
 
 OnBatch = Callable[[Batch, Receipt], "Awaitable[None] | None"]
 
@@ -29,7 +31,8 @@ T = TypeVar("T")
 
 
 class AsyncClient:
-    """Send events to leitstand from asyncio code. See `Client` for the settings."""
+    """Send events to leitstand from asyncio code. See `Client` for the settings; the
+    background drain of a spool is a task, started with the first send (or `async with`)."""
 
     def __init__(
         self,
@@ -41,24 +44,27 @@ class AsyncClient:
         backoff: float | None = None,
         max_body: int | None = None,
         max_events: int | None = None,
+        spool_dir: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         config: ClientConfig | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config or ClientConfig.resolve(
             url=url, token=token, timeout=timeout, retries=retries, backoff=backoff,
-            max_body=max_body, max_events=max_events,
+            max_body=max_body, max_events=max_events, spool_dir=spool_dir,
         )
         self._policy = RetryPolicy.from_config(self.config)
         self._sleep = sleep
         self._owns_transport = transport is None
         self._http = httpx.AsyncClient(transport=transport, **http_options(self.config))
+        self._spooler = Spooler(self.config, self._policy) if self.config.spool_dir else None
+        self._drainer: asyncio.Task[None] | None = None
 
     async def send(
         self, domain: str, event: Any, *, idempotency_key: str | None = None
     ) -> Receipt:
         """Store one event (a dict) in `domain`; return once the server has it on disk."""
-        return await self._call(ingest_event(self._policy, domain, event, idempotency_key))
+        return await self._deliver(ingest_event(self._policy, domain, event, idempotency_key), 1)
 
     async def send_many(
         self,
@@ -88,7 +94,7 @@ class AsyncClient:
                    else _as_async(split_lines(lines, **limits)))
         try:
             async for batch in batches:
-                receipt = await self._call(progress.sending(batch))
+                receipt = await self._deliver(progress.sending(batch), batch.events)
                 progress.stored(batch, receipt)
                 if on_batch is not None:
                     result = on_batch(batch, receipt)
@@ -98,6 +104,12 @@ class AsyncClient:
             progress.failed(exc)
             raise
         return progress.summary
+
+    async def flush_spool(self) -> Drain:
+        """Send everything spooled, oldest first; see `Client.flush_spool`."""
+        drain = await self._drain(patient=True)
+        assert drain is not None  # a patient drain waits for the lock
+        return drain
 
     async def events(
         self, domain: str, *, cursor: str | None = None, limit: int | None = None,
@@ -129,6 +141,51 @@ class AsyncClient:
     async def domains(self) -> list[dict[str, Any]]:
         return await self._call(read_domains(self._policy))
 
+    async def _deliver(self, ingest: Ingest, events: int) -> Receipt:
+        """Send one batch; with a spool, behind what is spooled; see `Client._deliver`."""
+        spooler = self._spooler
+        if spooler is None:
+            return await self._call(ingest)
+        self._start_drainer()
+        if spooler.must_wait() and not (spooler.due() and emptied(await self._drain())):
+            return await asyncio.to_thread(spooler.keep, ingest, events, None)
+        try:
+            return await self._call(ingest)
+        except IngestError as exc:
+            if not spoolable(exc):
+                raise
+            return await asyncio.to_thread(spooler.keep, ingest, events, exc)
+
+    async def _drain(self, *, patient: bool = False) -> Drain | None:
+        assert self._spooler is not None, "no spool: set LEITSTAND_SPOOL_DIR"
+        # A patient drain waits for another process's lock: in a thread, not in the loop.
+        draining = self._spooler.draining(patient=patient)
+        drain = await asyncio.to_thread(draining.__enter__) if patient else draining.__enter__()
+        try:
+            if drain is not None:
+                for ingest in drain:
+                    try:
+                        drain.sent(await self._call(ingest))
+                    except IngestError as exc:
+                        drain.failed(exc)
+        finally:
+            draining.__exit__(None, None, None)
+        return drain
+
+    def _start_drainer(self) -> None:
+        if self._spooler is not None and self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain_in_background())
+
+    async def _drain_in_background(self) -> None:
+        assert self._spooler is not None
+        while True:
+            await asyncio.sleep(self._spooler.pause())
+            try:
+                if self._spooler.drain_now():
+                    await self._drain()
+            except Exception as exc:  # recorded; the task must keep going
+                self._spooler.spool.record_error(f"background drain: {exc!r}")
+
     async def _call(self, exchange: Exchange[T]) -> T:
         """Make the attempts of `exchange` until it has its answer (or raises)."""
         while True:
@@ -144,10 +201,16 @@ class AsyncClient:
             await self._sleep(step)
 
     async def aclose(self) -> None:
+        """Stop the background drain (what is spooled stays spooled) and close the connections."""
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
         if self._owns_transport:
             await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:
+        self._start_drainer()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -14,6 +14,7 @@ DEFAULT_URL = "http://localhost:8788"
 # The server's defaults (LEITSTAND_MAX_BODY, LEITSTAND_MAX_EVENTS); lower them if yours are lower.
 DEFAULT_MAX_BODY = 1_048_576
 DEFAULT_MAX_EVENTS = 10_000
+DEFAULT_SPOOL_MAX_BYTES = 104_857_600
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class ClientConfig:
     max_retry_after: float = 120.0
     max_body: int = DEFAULT_MAX_BODY
     max_events: int = DEFAULT_MAX_EVENTS
+    # Opt-in: a directory where batches wait that could not be delivered (see spool.py).
+    spool_dir: str = ""
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    # A PEM bundle of CAs to trust for https (instead of the system's), e.g. a self-signed one.
+    ca_file: str = ""
 
     @classmethod
     def resolve(
@@ -69,6 +75,10 @@ class ClientConfig:
             raise ConfigurationError("retries must be 0 or more")
         if self.max_body < 2 or self.max_events < 1:
             raise ConfigurationError("max_body and max_events must be positive")
+        if self.spool_max_bytes < 1:
+            raise ConfigurationError("LEITSTAND_SPOOL_MAX_BYTES must be positive")
+        if self.ca_file and not os.path.isfile(self.ca_file):
+            raise ConfigurationError(f"LEITSTAND_CA_FILE {self.ca_file!r} is not a file")
 
     @property
     def base_url(self) -> str:

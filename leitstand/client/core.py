@@ -83,6 +83,8 @@ class Ingest(Exchange[Receipt]):
         super().__init__(policy, "POST", INGEST_PATH, self._receipt,
                          **ingest_request(domain, body, content_type, key))
         self.domain = domain
+        self.body = body
+        self.content_type = content_type
         self.key = key
 
     def _receipt(self, response: httpx.Response) -> Receipt:

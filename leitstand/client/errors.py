@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -69,6 +70,11 @@ class NetworkError(IngestError):
     """No answer: connection failed, timed out or broke, after all retries."""
 
 
+class TLSError(IngestError):
+    """The https server's certificate is not trusted (or TLS failed otherwise). Never
+    retried: set `LEITSTAND_CA_FILE` to the CA that signed it."""
+
+
 def error_for_response(response: httpx.Response, *, attempts: int,
                        retry_after: float | None = None) -> IngestError:
     """The exception for a non-2xx answer."""
@@ -93,6 +99,13 @@ def error_for_response(response: httpx.Response, *, attempts: int,
 def error_for_exception(exc: Exception, *, attempts: int) -> IngestError:
     """The exception for a request that got no answer."""
     reason = str(exc) or type(exc).__name__
+    tls = _tls_failure(exc)
+    if tls is not None:
+        reason = f"TLS failed: {tls}"
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            reason += (" (the server's certificate is not trusted: set LEITSTAND_CA_FILE to "
+                       "the CA that signed it)")
+        return TLSError(reason, attempts=attempts)
     if isinstance(exc, httpx.TimeoutException):
         reason = f"no answer, timed out ({type(exc).__name__}): {reason}"
     else:
@@ -108,6 +121,18 @@ def errors_of(response: httpx.Response) -> list[dict[str, Any]]:
         return []
     errors = body.get("errors") if isinstance(body, dict) else None
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error behind a transport error (httpx wraps it in httpcore's, in httpx's)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def detail_of(response: httpx.Response) -> Any:

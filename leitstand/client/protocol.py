@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import httpx
 from .. import __version__
 from .batches import Batch
 from .config import ClientConfig
-from .errors import ServerError
+from .errors import ConfigurationError, ServerError
 
 INGEST_PATH = "/v1/ingest"
 EVENTS_PATH = "/v1/events"
@@ -28,7 +29,9 @@ KeyFor = Callable[[Batch], str]
 
 @dataclass(frozen=True)
 class Receipt:
-    """A 2xx answer to one logical send (however many attempts it took)."""
+    """A 2xx answer to one logical send (however many attempts it took); or, with
+    `spooled=True`, the word that it is not stored yet but kept in the spool, to be sent later
+    under the same `idempotency_key` (then `status` and `accepted` are 0)."""
 
     status: int
     accepted: int
@@ -36,19 +39,27 @@ class Receipt:
     replayed: bool
     idempotency_key: str
     attempts: int
+    spooled: bool = False
 
 
 @dataclass
 class SendSummary:
     """What `send_many` stored: `events` in `batches`; `replayed_batches` had been stored before
-    (a re-run, or a retry after a lost answer) and were not written again."""
+    (a re-run, or a retry after a lost answer) and were not written again; `spooled_batches`
+    (`spooled_events`) are not stored yet but kept in the spool."""
 
     events: int = 0
     batches: int = 0
     replayed_batches: int = 0
     replayed_events: int = 0
+    spooled_batches: int = 0
+    spooled_events: int = 0
 
     def add(self, batch: Batch, receipt: Receipt) -> None:
+        if receipt.spooled:
+            self.spooled_batches += 1
+            self.spooled_events += batch.events
+            return
         self.events += batch.events
         self.batches += 1
         if receipt.replayed:
@@ -74,11 +85,18 @@ def random_keys(batch: Batch) -> str:
 
 def http_options(config: ClientConfig) -> dict[str, Any]:
     """Keyword arguments for `httpx.Client` / `httpx.AsyncClient`."""
-    return {
+    options: dict[str, Any] = {
         "base_url": config.base_url,
         "headers": {"X-Auth": config.token, "User-Agent": f"leitstand-client/{__version__}"},
         "timeout": config.timeout,
     }
+    if config.ca_file:
+        try:
+            options["verify"] = ssl.create_default_context(cafile=config.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"LEITSTAND_CA_FILE {config.ca_file!r} is not a PEM "
+                                     f"bundle of certificates: {exc}") from None
+    return options
 
 
 def ingest_request(domain: str, body: bytes, content_type: str, key: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from .config import ClientConfig
-from .errors import IngestError, error_for_exception, error_for_response
+from .errors import IngestError, TLSError, error_for_exception, error_for_response
 
 # Statuses worth another attempt of the same request. Not 409: the server answers a retry that
 # overtakes an earlier attempt with the same Idempotency-Key by waiting for that attempt.
@@ -53,7 +53,7 @@ class RetryPolicy:
         attempt, or None to raise the error now."""
         if isinstance(outcome, Exception):
             error = error_for_exception(outcome, attempts=attempt)
-            retryable = isinstance(outcome, RETRY_EXCEPTIONS)
+            retryable = isinstance(outcome, RETRY_EXCEPTIONS) and not isinstance(error, TLSError)
             retry_after = None
         else:
             retry_after = parse_retry_after(outcome.headers.get("retry-after"), self.now())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -11,10 +12,11 @@ import httpx
 from .batches import Batch, event_lines, split_lines
 from .bridge import AsyncTransportBridge
 from .config import ClientConfig
-from .core import Exchange, Follow, Progress, ingest_event, read_domains, read_events
+from .core import Exchange, Follow, Ingest, Progress, ingest_event, read_domains, read_events
 from .errors import IngestError
 from .protocol import KeyFor, Page, Receipt, SendSummary, StreamEnded, http_options
 from .retry import RetryPolicy
+from .spooling import Drain, Spooler, emptied, spoolable
 
 Transport = httpx.BaseTransport | httpx.AsyncBaseTransport
 
@@ -28,6 +30,10 @@ class Client:
     `LEITSTAND_TIMEOUT`, `LEITSTAND_RETRIES`, `LEITSTAND_BACKOFF`, `LEITSTAND_MAX_BODY` and
     `LEITSTAND_MAX_EVENTS`. Every attempt of one logical send carries the same
     `Idempotency-Key`, so the server stores it once however often it is retried.
+
+    With `LEITSTAND_SPOOL_DIR` (or `spool_dir`), what cannot be delivered after the retries is
+    kept on disk and sent later (see `spooling.py`): by a background thread, before the next
+    send, and by `flush_spool()`. `LEITSTAND_CA_FILE` names the CAs to trust for https.
 
     `transport` may be any httpx transport — also an async one such as
     `httpx.ASGITransport(app=app)`, which is then driven on an event loop in a thread the
@@ -44,13 +50,14 @@ class Client:
         backoff: float | None = None,
         max_body: int | None = None,
         max_events: int | None = None,
+        spool_dir: str | None = None,
         transport: Transport | None = None,
         config: ClientConfig | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config or ClientConfig.resolve(
             url=url, token=token, timeout=timeout, retries=retries, backoff=backoff,
-            max_body=max_body, max_events=max_events,
+            max_body=max_body, max_events=max_events, spool_dir=spool_dir,
         )
         self._policy = RetryPolicy.from_config(self.config)
         self._sleep = sleep
@@ -61,11 +68,18 @@ class Client:
             transport = self._bridge = AsyncTransportBridge(transport)
         self._owns_transport = transport is None
         self._http = httpx.Client(transport=transport, **http_options(self.config))
+        self._spooler = Spooler(self.config, self._policy) if self.config.spool_dir else None
+        self._stop = threading.Event()
+        self._drainer: threading.Thread | None = None
+        if self._spooler is not None:
+            self._drainer = threading.Thread(target=self._drain_in_background,
+                                             name="leitstand-spool-drain", daemon=True)
+            self._drainer.start()
 
     # -- sending -------------------------------------------------------------------------------
     def send(self, domain: str, event: Any, *, idempotency_key: str | None = None) -> Receipt:
         """Store one event (a dict) in `domain`; return once the server has it on disk."""
-        return self._call(ingest_event(self._policy, domain, event, idempotency_key))
+        return self._deliver(ingest_event(self._policy, domain, event, idempotency_key), 1)
 
     def send_many(
         self,
@@ -92,7 +106,7 @@ class Client:
         try:
             for batch in split_lines(lines, max_body=self.config.max_body,
                                      max_events=self.config.max_events):
-                receipt = self._call(progress.sending(batch))
+                receipt = self._deliver(progress.sending(batch), batch.events)
                 progress.stored(batch, receipt)
                 if on_batch is not None:
                     on_batch(batch, receipt)
@@ -100,6 +114,13 @@ class Client:
             progress.failed(exc)
             raise
         return progress.summary
+
+    def flush_spool(self) -> Drain:
+        """Send everything spooled, oldest first (waiting for a drain running elsewhere, and
+        retrying each batch as a send does); the returned `Drain` says what happened."""
+        drain = self._drain(patient=True)
+        assert drain is not None  # a patient drain waits for the lock
+        return drain
 
     # -- reading -------------------------------------------------------------------------------
     def events(
@@ -136,6 +157,42 @@ class Client:
         return self._call(read_domains(self._policy))
 
     # -- plumbing ------------------------------------------------------------------------------
+    def _deliver(self, ingest: Ingest, events: int) -> Receipt:
+        """Send one batch; with a spool, behind what is spooled, and spooled itself if it
+        cannot be delivered now."""
+        spooler = self._spooler
+        if spooler is None:
+            return self._call(ingest)
+        if spooler.must_wait() and not (spooler.due() and emptied(self._drain())):
+            return spooler.keep(ingest, events, None)
+        try:
+            return self._call(ingest)
+        except IngestError as exc:
+            if not spoolable(exc):
+                raise
+            return spooler.keep(ingest, events, exc)
+
+    def _drain(self, *, patient: bool = False) -> Drain | None:
+        assert self._spooler is not None, "no spool: set LEITSTAND_SPOOL_DIR"
+        with self._spooler.draining(patient=patient, stop=self._stop.is_set) as drain:
+            if drain is None:
+                return None
+            for ingest in drain:
+                try:
+                    drain.sent(self._call(ingest))
+                except IngestError as exc:
+                    drain.failed(exc)
+        return drain
+
+    def _drain_in_background(self) -> None:
+        assert self._spooler is not None
+        while not self._stop.wait(self._spooler.pause()):
+            try:
+                if self._spooler.drain_now():
+                    self._drain()
+            except Exception as exc:  # recorded; the thread must keep going
+                self._spooler.spool.record_error(f"background drain: {exc!r}")
+
     def _call(self, exchange: Exchange[T]) -> T:
         """Make the attempts of `exchange` until it has its answer (or raises)."""
         while True:
@@ -150,6 +207,10 @@ class Client:
             self._sleep(step)
 
     def close(self) -> None:
+        """Stop the background drain (what is spooled stays spooled) and close the connections."""
+        self._stop.set()
+        if self._drainer is not None:
+            self._drainer.join(timeout=2 * self.config.timeout + 5)
         if self._owns_transport:
             self._http.close()
         if self._bridge is not None:

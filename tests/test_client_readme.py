@@ -133,3 +133,17 @@ def test_readme_env_table_matches_the_client_defaults() -> None:
 def test_configuration_reference_lists_the_client_settings_with_their_defaults() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert_client_table(text.split("## Client settings\n", 1)[1].split("\n## ", 1)[0])
+
+
+def test_every_client_setting_is_in_the_configuration_reference() -> None:
+    from dataclasses import fields
+
+    from leitstand.client import ClientConfig
+
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    table = text.split("## Client settings\n", 1)[1].split("\n## ", 1)[0]
+    for field in fields(ClientConfig):
+        assert f"| `LEITSTAND_{field.name.upper()}`" in table, field.name
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in ("LEITSTAND_SPOOL_DIR", "LEITSTAND_SPOOL_MAX_BYTES", "LEITSTAND_CA_FILE"):
+        assert name in readme, name

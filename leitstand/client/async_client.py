@@ -20,7 +20,7 @@ from .batches import (
 )
 from .config import ClientConfig
 from .core import Exchange, Follow, Ingest, Progress, ingest_event, read_domains, read_events
-from .errors import IngestError
+from .errors import ConfigurationError, IngestError
 from .protocol import KeyFor, Page, Receipt, SendSummary, StreamEnded, http_options
 from .retry import RetryPolicy
 from .spooling import Drain, Spooler, emptied, spoolable
@@ -157,7 +157,8 @@ class AsyncClient:
             return await asyncio.to_thread(spooler.keep, ingest, events, exc)
 
     async def _drain(self, *, patient: bool = False) -> Drain | None:
-        assert self._spooler is not None, "no spool: set LEITSTAND_SPOOL_DIR"
+        if self._spooler is None:
+            raise ConfigurationError("no spool: set LEITSTAND_SPOOL_DIR or pass spool_dir")
         # A patient drain waits for another process's lock: in a thread, not in the loop.
         draining = self._spooler.draining(patient=patient)
         drain = await asyncio.to_thread(draining.__enter__) if patient else draining.__enter__()

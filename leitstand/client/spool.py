@@ -75,8 +75,8 @@ class Spool:
         self._last_ns = 0
         self._seq = 0
         try:
-            for folder in (self.queue, self._tmp, self.rejected):
-                folder.mkdir(parents=True, exist_ok=True)
+            for folder in (self.path, self.queue, self._tmp, self.rejected):
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             (self.path / "bytes").touch(exist_ok=True)
         except OSError as exc:
             raise ConfigurationError(f"LEITSTAND_SPOOL_DIR {str(self.path)!r} cannot be used: "

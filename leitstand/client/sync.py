@@ -13,7 +13,7 @@ from .batches import Batch, event_lines, split_lines
 from .bridge import AsyncTransportBridge
 from .config import ClientConfig
 from .core import Exchange, Follow, Ingest, Progress, ingest_event, read_domains, read_events
-from .errors import IngestError
+from .errors import ConfigurationError, IngestError
 from .protocol import KeyFor, Page, Receipt, SendSummary, StreamEnded, http_options
 from .retry import RetryPolicy
 from .spooling import Drain, Spooler, emptied, spoolable
@@ -173,7 +173,8 @@ class Client:
             return spooler.keep(ingest, events, exc)
 
     def _drain(self, *, patient: bool = False) -> Drain | None:
-        assert self._spooler is not None, "no spool: set LEITSTAND_SPOOL_DIR"
+        if self._spooler is None:
+            raise ConfigurationError("no spool: set LEITSTAND_SPOOL_DIR or pass spool_dir")
         with self._spooler.draining(patient=patient, stop=self._stop.is_set) as drain:
             if drain is None:
                 return None

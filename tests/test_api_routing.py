@@ -118,3 +118,26 @@ async def test_the_document_lists_exactly_the_served_ingest_operations(client) -
         url = path.replace("{domain}", "aussen")
         response = await client.request(method, url + "?domain=aussen", json={"n": 1})
         assert response.status_code in (200, 202)
+
+
+async def test_ingest_operations_come_from_the_routes_that_serve(client) -> None:
+    """The document's ingest operations are the served routes' own definitions, and their
+    path parameters are the ones the routes match."""
+    from leitstand.http.apidoc import DocumentedRoute
+
+    document = (await client.get("/openapi.json")).json()
+    routes = [r for r in client.app.routes if isinstance(r, DocumentedRoute)]
+    assert {(r.path, r.method) for r in routes} == {("/v1/ingest", "POST"),
+                                                    ("/ingest/{domain}", "POST")}
+    for route in routes:
+        operation = document["paths"][route.path][route.method.lower()]
+        assert operation == route.operation
+        in_path = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+        assert in_path == set(route.param_convertors)
+    # one definition per path: no FastAPI route (in any included router) declares them too
+    from fastapi.openapi.utils import get_openapi
+
+    fastapi_paths = get_openapi(title="t", version="1", routes=client.app.routes)["paths"]
+    assert "/health" in fastapi_paths
+    assert not {"/v1/ingest", "/ingest/{domain}"} & set(fastapi_paths)
+    assert [m.cls.__name__ for m in client.app.user_middleware] == ["AccessLog"]

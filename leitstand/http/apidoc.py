@@ -144,8 +144,9 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     # Fragments are shared between operations: a copy without shared objects (a YAML dump
     # would print those as anchors and aliases).
-    app.openapi_schema = orjson.loads(orjson.dumps(doc))
-    return app.openapi_schema
+    doc = orjson.loads(orjson.dumps(doc))
+    app.openapi_schema = doc
+    return doc
 
 
 def _one_error_shape(operation: dict[str, Any]) -> None:

@@ -166,3 +166,19 @@ async def test_the_async_client_spools_and_drains_in_the_background(tmp_path: Pa
             while Spool(tmp_path / "s", 10**6).status().entries:
                 await anyio.sleep(0.02)
     assert events_of(server.stored) == list(range(5))
+
+
+def test_the_hauski_helper_says_spooled_and_the_next_call_sends_it_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.hauski_ingest import ingest_event
+
+    monkeypatch.setenv("LEITSTAND_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("LEITSTAND_TOKEN", "t")
+    server = Server(503)
+    settings = {"url": "http://leitstand.test", "retries": 0,
+                "transport": httpx.MockTransport(server)}
+    assert ingest_event("aussen", {"n": 0}, **settings) == "spooled"  # type: ignore[arg-type]
+    server.status = 202
+    assert ingest_event("aussen", {"n": 1}, **settings) == "ok"  # type: ignore[arg-type]
+    assert events_of(server.stored) == [0, 1]

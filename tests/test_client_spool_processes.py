@@ -159,6 +159,15 @@ def test_a_full_spool_raises_and_nothing_is_lost(server: ServerProcess, tmp_path
     assert stored(server) == [("a", n) for n in range(200)]
 
 
+def test_send_with_spool_says_what_it_spooled(server: ServerProcess, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    result = leitstand(["send", "spool", '{"n": 0, "p": "a"}', "--spool", str(spool)],
+                       env_for(server, tmp_path / "unused"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"spooled 1 event for spool in {spool}")
+    assert Spool(spool, 10**6).status().entries == 1
+
+
 def test_two_producers_share_one_spool(server: ServerProcess, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     half = EVENTS // 2

@@ -28,7 +28,7 @@ RATE_HEADERS = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.",
                                "schema": {"type": "integer"}}}
-SECURITY = [{"XAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"XAuth": []}]
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 
 
@@ -144,7 +144,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     # Fragments are shared between operations: a copy without shared objects (a YAML dump
     # would print those as anchors and aliases).
-    doc = orjson.loads(orjson.dumps(doc))
+    doc = dict(orjson.loads(orjson.dumps(doc)))
     app.openapi_schema = doc
     return doc
 

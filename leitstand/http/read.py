@@ -25,8 +25,9 @@ from .params import (
 from .rejections import iso_time
 from .service import ServiceDep
 
-_NO_DOMAIN_ERRORS = {k: v for k, v in READ_ERRORS.items() if k != 404}
-_AUTH_ERRORS = {k: v for k, v in READ_ERRORS.items() if k in (401, 429)}
+_Responses = dict[int | str, dict[str, Any]]
+_NO_DOMAIN_ERRORS: _Responses = {k: v for k, v in READ_ERRORS.items() if k != 404}
+_AUTH_ERRORS: _Responses = {k: v for k, v in READ_ERRORS.items() if k in (401, 429)}
 _JSON = "application/json"
 
 

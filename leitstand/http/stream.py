@@ -39,6 +39,8 @@ async def stream_events(request: Request, rate: Guarded, svc: ServiceDep) -> Res
     domain = domain_param(request)
     # A reconnecting client repeats its URL (maybe with `tail`): Last-Event-ID wins over both.
     last_id = request.headers.get("last-event-id")
+    cursor: str | None
+    tail: int | None
     if last_id:
         cursor, tail = last_id, None
     else:

@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = svc
-    app.router.routes.extend(ingest.ROUTES)
+    app.router.routes[0:0] = ingest.ROUTES  # first: the router tries routes in order
     for router in (ops.router, read.router, stream.router, schema_router, web.router):
         app.include_router(router)
     install_error_boundary(app)

@@ -200,7 +200,7 @@ class TLSServer(ServerProcess):
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
         trusted = ssl.create_default_context(cafile=str(self.ca_file))
         try:
             return httpx.get(self.url + "/health", verify=trusted, timeout=1.0).is_success

@@ -1,4 +1,4 @@
-"""`python -m leitstand.sink`, as the README documents it: runs `leitstand sink`."""
+"""`python -m leitstand.sink`, as docs/cluster.md documents it: runs `leitstand sink`."""
 
 from .nats.main import main
 

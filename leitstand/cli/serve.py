@@ -8,10 +8,11 @@ from typing import Any
 
 def register(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the service (uvicorn)",
-                                description="Run the service with uvicorn, hardened as the "
-                                "README recommends (request-head deadline, no proxy headers "
-                                "from uvicorn, keep-alive 5 s, a concurrency limit); settings "
-                                "come from the environment and .env as for `uvicorn app:app`.")
+                                description="Run the service with uvicorn, hardened as "
+                                "docs/operations.md recommends (request-head deadline, no proxy "
+                                "headers from uvicorn, keep-alive 5 s, a concurrency limit); "
+                                "settings come from the environment and .env as for "
+                                "`uvicorn app:app`.")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8788)
     serve.add_argument("--workers", type=int, default=1)
@@ -25,7 +26,7 @@ def register(commands: Any) -> None:
     sink = commands.add_parser("sink", help="write the NATS JetStream stream into JSONL files",
                                description="Run the sink of the nats backend: a durable "
                                "JetStream consumer that writes every event into "
-                               "LEITSTAND_DATA_DIR exactly once (see README, Betrieb im Cluster).")
+                               "LEITSTAND_DATA_DIR exactly once (see docs/cluster.md).")
     sink.set_defaults(run=run_sink)
 
 
@@ -44,7 +45,7 @@ def run_serve(args: argparse.Namespace) -> int:
         reload=args.reload,
         access_log=args.access_log,
         log_level=settings.log_level.lower(),
-        # the README's settings for an open network (see "Härtung und Sicherheit")
+        # the settings for an open network (docs/operations.md, "Starting on an open network")
         http="leitstand.headertimeout:HeaderTimeoutProtocol",
         proxy_headers=False,  # only LEITSTAND_TRUSTED_PROXIES decides about X-Forwarded-For
         timeout_keep_alive=5,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -38,12 +37,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", token=TOKEN)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+def live_server(server: ServerProcess) -> ServerProcess:
+    """conftest's real server (`uvicorn app:app`, stopped by its PID)."""
+    return server
 
 
 def ingest(server: ServerProcess, domain: str, event: dict, token: str = TOKEN) -> int:

@@ -47,10 +47,10 @@ test: venv-dev
 
 ## The Rust producer crate: rustfmt, clippy and cargo test for each feature set. Needs cargo
 ## (rustup); crates come from crates.io. The integration test runs the real server from the venv.
-## Three sets cover each feature on and off: blocking without tls (the refusal of https), async
-## with tls but without blocking, and everything (both clients over https).
+## Three sets cover each feature on and off: blocking alone (https and a spool refused), async
+## with tls and spool but without blocking, and everything (both clients).
 RUST_CRATE := clients/rust/leitstand_producer
-RUST_FEATURE_SETS := "" "--no-default-features --features async,tls" "--all-features"
+RUST_FEATURE_SETS := "" "--no-default-features --features async,tls,spool" "--all-features"
 test-rust: venv
 	@export PATH="$$HOME/.cargo/bin:$$PATH"; command -v cargo >/dev/null || \
 	  { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }

@@ -10,12 +10,19 @@ use crate::error::Error;
 use crate::receipt::Receipt;
 use crate::send::{Attempt, BatchProgress, Next, Request};
 
+#[cfg(feature = "spool")]
+mod spool;
+
 /// An async leitstand client for the tokio runtime. Cheap to clone; clones share one
 /// connection pool.
 #[derive(Debug, Clone)]
 pub struct AsyncClient {
     http: reqwest::Client,
     config: Arc<Config>,
+    /// Starts the background drain of the spool (at the first send, inside the runtime) and
+    /// stops it when the last clone is dropped.
+    #[cfg(feature = "spool")]
+    background: Option<Arc<spool::Background>>,
 }
 
 /// The builder of an [`AsyncClient`].
@@ -35,9 +42,15 @@ impl Builder<AsyncClient> {
         let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+        let config = Arc::new(config);
         Ok(AsyncClient {
+            #[cfg(feature = "spool")]
+            background: config
+                .spooler
+                .as_ref()
+                .map(|_| Arc::new(spool::Background::default())),
             http,
-            config: Arc::new(config),
+            config,
         })
     }
 }
@@ -91,7 +104,16 @@ impl AsyncClient {
     }
 
     async fn send_chunk(&self, domain: &str, chunk: &Chunk) -> Result<Receipt, Error> {
-        let mut send = Request::new(&self.config, domain, chunk);
+        #[cfg(feature = "spool")]
+        if let Some(spooler) = &self.config.spooler {
+            self.start_background_drain();
+            return self.send_or_spool(spooler, domain, chunk).await;
+        }
+        self.send_request(Request::new(&self.config, domain, chunk))
+            .await
+    }
+
+    async fn send_request(&self, mut send: Request<'_>) -> Result<Receipt, Error> {
         loop {
             let attempt = self.attempt(&send).await;
             match send.next(attempt) {

@@ -10,6 +10,9 @@ use crate::error::Error;
 use crate::receipt::Receipt;
 use crate::send::{Attempt, BatchProgress, Next, Request};
 
+#[cfg(feature = "spool")]
+mod spool;
+
 /// A blocking leitstand client. Cheap to clone; clones share one connection pool.
 ///
 /// Do not use it inside an async runtime (it runs its own): use
@@ -18,6 +21,9 @@ use crate::send::{Attempt, BatchProgress, Next, Request};
 pub struct Client {
     http: reqwest::blocking::Client,
     config: Arc<Config>,
+    /// Stops the background drain of the spool when the last clone is dropped.
+    #[cfg(feature = "spool")]
+    background: Option<Arc<spool::Background>>,
 }
 
 /// The builder of a [`Client`].
@@ -37,10 +43,15 @@ impl Builder<Client> {
         let http = http
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Client {
+        let client = Client {
             http,
             config: Arc::new(config),
-        })
+            #[cfg(feature = "spool")]
+            background: None,
+        };
+        #[cfg(feature = "spool")]
+        let client = client.with_background_drain()?;
+        Ok(client)
     }
 }
 
@@ -89,7 +100,14 @@ impl Client {
     }
 
     fn send_chunk(&self, domain: &str, chunk: &Chunk) -> Result<Receipt, Error> {
-        let mut send = Request::new(&self.config, domain, chunk);
+        #[cfg(feature = "spool")]
+        if let Some(spooler) = &self.config.spooler {
+            return self.send_or_spool(spooler, domain, chunk);
+        }
+        self.send_request(Request::new(&self.config, domain, chunk))
+    }
+
+    fn send_request(&self, mut send: Request<'_>) -> Result<Receipt, Error> {
         loop {
             let attempt = self.attempt(&send);
             match send.next(attempt) {

@@ -24,6 +24,8 @@ pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1_048_576;
 /// The server's default event limit per request (`LEITSTAND_MAX_EVENTS`).
 pub const DEFAULT_MAX_EVENTS: usize = 10_000;
+/// `LEITSTAND_SPOOL_MAX_BYTES` when it is not set (100 MiB, as in the Python client).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 104_857_600;
 
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
@@ -42,6 +44,9 @@ pub(crate) struct Config {
     /// Handed to reqwest by the clients; without the `tls` feature there is nothing to hand.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub tls: Tls,
+    /// The spool (feature `spool`), shared by the clones of a client.
+    #[cfg(feature = "spool")]
+    pub spooler: Option<std::sync::Arc<crate::spooling::Spooler>>,
 }
 
 impl Config {
@@ -65,7 +70,7 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_events", &self.max_events)
             .field("ca_file", &self.ca_file)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,6 +91,8 @@ pub struct Builder<C> {
     max_body_bytes: usize,
     max_events: usize,
     ca_file: Option<PathBuf>,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: u64,
     client: PhantomData<fn() -> C>,
 }
 
@@ -101,6 +108,8 @@ impl<C> fmt::Debug for Builder<C> {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_events", &self.max_events)
             .field("ca_file", &self.ca_file)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +128,8 @@ impl<C> Default for Builder<C> {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_events: DEFAULT_MAX_EVENTS,
             ca_file: None,
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             client: PhantomData,
         }
     }
@@ -200,11 +211,28 @@ impl<C> Builder<C> {
         self
     }
 
+    /// Keep what cannot be delivered after the retries (no answer, 5xx, 429, 408) in this
+    /// directory, durably, and send it later in order (feature `spool`; the format of the
+    /// Python client, so `leitstand spool status|flush` work on it too). See the crate docs.
+    /// Without the `spool` feature setting it is an [`Error::Config`].
+    pub fn spool_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(path.into());
+        self
+    }
+
+    /// The most bytes the spool holds (default 100 MiB); a batch that does not fit is
+    /// [`Error::SpoolFull`].
+    pub fn spool_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.spool_max_bytes = max_bytes;
+        self
+    }
+
     /// Read `LEITSTAND_URL`, `LEITSTAND_TOKEN`, `LEITSTAND_TIMEOUT` (seconds),
     /// `LEITSTAND_RETRIES` and `LEITSTAND_BACKOFF` (seconds) from the environment — and, like
     /// the Python client, `LEITSTAND_MAX_BODY`, `LEITSTAND_MAX_EVENTS`,
     /// `LEITSTAND_MAX_BACKOFF`, `LEITSTAND_MAX_RETRY_AFTER` (seconds) and `LEITSTAND_CA_FILE`
-    /// (see [`Builder::ca_file`]). Unset or empty
+    /// (see [`Builder::ca_file`]), `LEITSTAND_SPOOL_DIR` and `LEITSTAND_SPOOL_MAX_BYTES` (see
+    /// [`Builder::spool_dir`]). Unset or empty
     /// variables keep the current value; an unparsable one is an [`Error::Config`] that names
     /// it.
     pub fn with_env(self) -> Result<Self, Error> {
@@ -246,6 +274,12 @@ impl<C> Builder<C> {
         if let Some(path) = get("LEITSTAND_CA_FILE") {
             self.ca_file = Some(PathBuf::from(path.trim()));
         }
+        if let Some(path) = get("LEITSTAND_SPOOL_DIR") {
+            self.spool_dir = Some(PathBuf::from(path.trim()));
+        }
+        if let Some(value) = get("LEITSTAND_SPOOL_MAX_BYTES") {
+            self.spool_max_bytes = whole("LEITSTAND_SPOOL_MAX_BYTES", &value)?;
+        }
         Ok(self)
     }
 
@@ -274,21 +308,46 @@ impl<C> Builder<C> {
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
         let ingest_url = ingest_url(&url)?;
         let tls = Tls::new(self.ca_file.as_deref())?;
+        if self.spool_max_bytes == 0 {
+            return Err(Error::Config(
+                "LEITSTAND_SPOOL_MAX_BYTES/spool_max_bytes must be at least 1".into(),
+            ));
+        }
+        let retry = RetryPolicy {
+            retries: self.retries,
+            backoff: self.backoff,
+            max_backoff: self.max_backoff,
+            max_retry_after: self.max_retry_after,
+        };
+        #[cfg(feature = "spool")]
+        let spooler = match &self.spool_dir {
+            Some(dir) => Some(std::sync::Arc::new(crate::spooling::Spooler::open(
+                dir,
+                self.spool_max_bytes,
+                &retry,
+            )?)),
+            None => None,
+        };
+        #[cfg(not(feature = "spool"))]
+        if let Some(dir) = &self.spool_dir {
+            return Err(Error::Config(format!(
+                "LEITSTAND_SPOOL_DIR/spool_dir {} is set, but this build has no spool: enable \
+                 the leitstand_producer crate's `spool` feature",
+                dir.display()
+            )));
+        }
         Ok(Config {
             ingest_url,
             token,
             timeout: self.timeout,
-            retry: RetryPolicy {
-                retries: self.retries,
-                backoff: self.backoff,
-                max_backoff: self.max_backoff,
-                max_retry_after: self.max_retry_after,
-            },
+            retry,
             gzip: self.gzip,
             max_body_bytes: self.max_body_bytes,
             max_events: self.max_events,
             ca_file: self.ca_file,
             tls,
+            #[cfg(feature = "spool")]
+            spooler,
         })
     }
 }

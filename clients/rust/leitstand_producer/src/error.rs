@@ -134,6 +134,39 @@ pub enum Error {
         source: Box<dyn StdError + Send + Sync>,
     },
 
+    /// The spool (feature `spool`) has no room for a batch that could not be delivered
+    /// (`LEITSTAND_SPOOL_MAX_BYTES`): it is neither stored nor spooled, the caller must keep
+    /// it. Nothing is ever dropped silently.
+    #[error(
+        "the spool {} is full ({queued_bytes} bytes queued, {batch_bytes} more would exceed \
+         LEITSTAND_SPOOL_MAX_BYTES={max_bytes}); this batch of {events} event(s) was neither \
+         stored nor spooled",
+        spool.display()
+    )]
+    SpoolFull {
+        /// The spool directory.
+        spool: std::path::PathBuf,
+        /// Bytes already queued.
+        queued_bytes: u64,
+        /// Bytes the batch needs.
+        batch_bytes: u64,
+        /// The bound.
+        max_bytes: u64,
+        /// Events in the batch.
+        events: usize,
+    },
+
+    /// The spool's directory failed (disk full, permissions): what was being spooled is
+    /// neither stored nor spooled.
+    #[error("leitstand spool: {message}: {source}")]
+    Spool {
+        /// What was being done, and the directory.
+        message: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An event could not be serialized, or is not a JSON object (leitstand stores objects).
     #[error("event #{index} cannot be sent: {source}")]
     Serialization {
@@ -145,16 +178,20 @@ pub enum Error {
     },
 
     /// A batch that needed several requests failed part-way: the first `requests` requests
-    /// (`accepted` events, in order) are stored, the rest is not.
+    /// (`accepted` events, in order) are stored, or `spooled` (feature `spool`), the rest is
+    /// not.
     #[error(
-        "batch stopped after {accepted} event(s) in {requests} request(s) were stored; send \
-         only the rest again: {source}"
+        "batch stopped after {accepted} event(s) in {requests} request(s) were stored{}; send \
+         only the rest again: {source}",
+        fmt_spooled(*spooled)
     )]
     Incomplete {
         /// Events stored by the requests that succeeded.
         accepted: u64,
         /// Requests that succeeded.
         requests: usize,
+        /// Events before the failure kept in the spool (0 without a spool).
+        spooled: u64,
         /// Why the next request failed.
         #[source]
         source: Box<Error>,
@@ -356,6 +393,13 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
     out
 }
 
+fn fmt_spooled(spooled: u64) -> String {
+    match spooled {
+        0 => String::new(),
+        n => format!(" and {n} spooled"),
+    }
+}
+
 fn tls_hint(ca_file_set: bool) -> &'static str {
     if ca_file_set {
         "LEITSTAND_CA_FILE/ca_file is the only trusted CA: check that it is the CA (or the \
@@ -499,6 +543,7 @@ mod tests {
         let err = Error::Incomplete {
             accepted: 20,
             requests: 2,
+            spooled: 0,
             source: Box::new(inner),
         };
         let text = err.to_string();

@@ -97,6 +97,10 @@ mod error;
 mod receipt;
 mod retry;
 mod send;
+#[cfg(feature = "spool")]
+mod spool;
+#[cfg(feature = "spool")]
+mod spooling;
 mod tls;
 
 #[cfg(feature = "async")]
@@ -105,7 +109,9 @@ pub use async_client::{AsyncClient, AsyncClientBuilder};
 pub use blocking::{Client, ClientBuilder};
 pub use config::{
     Builder, DEFAULT_BACKOFF, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT, DEFAULT_URL,
+    DEFAULT_SPOOL_MAX_BYTES, DEFAULT_TIMEOUT, DEFAULT_URL,
 };
 pub use error::{Error, EventError};
 pub use receipt::Receipt;
+#[cfg(feature = "spool")]
+pub use spooling::Flushed;

@@ -19,6 +19,10 @@ pub struct Receipt {
     /// Whether the server replayed an earlier answer for at least one request
     /// (`Idempotent-Replayed: true`): a retry found the events already stored.
     pub replayed: bool,
+    /// Events of this send that could not be delivered now and are kept in the spool (feature
+    /// `spool`), to be sent later under their Idempotency-Key; always 0 without a spool.
+    /// `status` is `spooled` when nothing was stored now.
+    pub spooled: u64,
 }
 
 impl Receipt {
@@ -30,6 +34,17 @@ impl Receipt {
             domain: domain.to_owned(),
             requests: 0,
             replayed: false,
+            spooled: 0,
+        }
+    }
+
+    /// A request's events went to the spool instead of the server.
+    #[cfg_attr(not(feature = "spool"), allow(dead_code))]
+    pub(crate) fn spooled(domain: &str, events: usize) -> Receipt {
+        Receipt {
+            status: "spooled".to_owned(),
+            spooled: events as u64,
+            ..Receipt::empty(domain)
         }
     }
 
@@ -55,24 +70,35 @@ impl Receipt {
                 .unwrap_or_else(|| domain.to_owned()),
             requests: 1,
             replayed,
+            spooled: 0,
         }
     }
 
     /// Add the receipt of the next request of the same batch.
     pub(crate) fn add(&mut self, next: Receipt) {
-        if self.requests == 0 {
+        if self.requests == 0 && self.spooled == 0 {
             *self = next;
             return;
         }
         self.accepted += next.accepted;
         self.requests += next.requests;
         self.replayed |= next.replayed;
-        self.status = next.status;
+        self.spooled += next.spooled;
+        if self.accepted > 0 {
+            self.status = "accepted".to_owned();
+        }
     }
 }
 
 impl fmt::Display for Receipt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.requests == 0 && self.spooled > 0 {
+            return write!(
+                f,
+                "spooled: {} event(s) for domain {:?}, kept in the spool to be sent later",
+                self.spooled, self.domain
+            );
+        }
         write!(
             f,
             "{}: {} event(s) for domain {:?} in {} request(s)",
@@ -80,6 +106,13 @@ impl fmt::Display for Receipt {
         )?;
         if self.replayed {
             write!(f, " (replayed: already stored by an earlier attempt)")?;
+        }
+        if self.spooled > 0 {
+            write!(
+                f,
+                "; {} more kept in the spool to be sent later",
+                self.spooled
+            )?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::encode::Chunk;
 use crate::error::Error;
 use crate::receipt::Receipt;
-use crate::retry::{is_retryable_status, parse_retry_after};
+use crate::retry::{is_retryable_status, parse_retry_after, RetryPolicy};
 use crate::tls::is_tls_failure;
 
 const NDJSON: &str = "application/x-ndjson";
@@ -43,6 +43,7 @@ pub(crate) struct Request<'a> {
     domain: &'a str,
     pub url: Url,
     pub headers: HeaderMap,
+    retry: RetryPolicy,
     attempts: u32,
 }
 
@@ -69,8 +70,26 @@ impl<'a> Request<'a> {
             domain,
             url,
             headers,
+            retry: config.retry.clone(),
             attempts: 0,
         }
+    }
+
+    /// Sent with another `Content-Type` (a spooled entry keeps the one it was written with).
+    #[cfg_attr(not(feature = "spool"), allow(dead_code))]
+    pub fn content_type(mut self, content_type: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            self.headers.insert(header::CONTENT_TYPE, value);
+        }
+        self
+    }
+
+    /// A request that is not retried: the spool's drain tries each entry once, then backs off
+    /// as a whole.
+    #[cfg_attr(not(feature = "spool"), allow(dead_code))]
+    pub fn once(mut self) -> Self {
+        self.retry.retries = 0;
+        self
     }
 
     pub fn body(&self) -> Vec<u8> {
@@ -81,7 +100,7 @@ impl<'a> Request<'a> {
     pub fn next(&mut self, attempt: Attempt) -> Next {
         self.attempts += 1;
         let retry = self.attempts - 1;
-        let policy = &self.config.retry;
+        let policy = &self.retry;
         match attempt {
             Attempt::Answer {
                 status,
@@ -167,13 +186,15 @@ impl BatchProgress {
     }
 
     pub fn failed(self, error: Error) -> Error {
-        if self.receipt.requests == 0 {
+        let (accepted, spooled) = (self.receipt.accepted, self.receipt.spooled);
+        if accepted == 0 && spooled == 0 {
             return error;
         }
-        let error = error.shift_event_indexes(self.receipt.accepted);
+        let error = error.shift_event_indexes(accepted + spooled);
         Error::Incomplete {
-            accepted: self.receipt.accepted,
+            accepted,
             requests: self.receipt.requests,
+            spooled,
             source: Box::new(error),
         }
     }

@@ -360,6 +360,7 @@ fn a_failure_part_way_says_what_is_stored(flavor: Flavor) {
         Error::Incomplete {
             accepted: 2,
             requests: 1,
+            spooled: 0,
             source,
         } => assert!(matches!(**source, Error::Rejected { status: 400, .. })),
         other => panic!("{other:?}"),

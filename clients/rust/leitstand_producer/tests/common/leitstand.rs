@@ -31,19 +31,24 @@ pub struct Leitstand {
 
 impl Leitstand {
     pub fn start() -> Leitstand {
-        Leitstand::start_with(None, &[])
+        Leitstand::start_with(None, &[], free_port())
     }
 
     pub fn start_tls(tls: ServerTls<'_>) -> Leitstand {
-        Leitstand::start_with(Some(tls), &[])
+        Leitstand::start_with(Some(tls), &[], free_port())
     }
 
     /// With more server settings, e.g. `LEITSTAND_SCHEMA_DIR`.
     pub fn start_with_env(env: &[(&str, &Path)]) -> Leitstand {
-        Leitstand::start_with(None, env)
+        Leitstand::start_with(None, env, free_port())
     }
 
-    fn start_with(tls: Option<ServerTls<'_>>, env: &[(&str, &Path)]) -> Leitstand {
+    /// On a port chosen before (with [`free_port`]), e.g. one a client already sent to.
+    pub fn start_on(port: u16) -> Leitstand {
+        Leitstand::start_with(None, &[], port)
+    }
+
+    fn start_with(tls: Option<ServerTls<'_>>, env: &[(&str, &Path)], port: u16) -> Leitstand {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
         let root = root.canonicalize().expect("repository root");
         let python = root.join(".venv/bin/python");
@@ -58,7 +63,6 @@ impl Leitstand {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let log = data_dir.path().join("server.log");
         let log_file = File::create(&log).expect("log file");
-        let port = free_port();
         let mut command = Command::new(&python);
         command
             .args(["-m", "uvicorn", "app:app", "--host", "127.0.0.1"])
@@ -161,7 +165,8 @@ impl Drop for Leitstand {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on (right now).
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     listener.local_addr().unwrap().port()
 }

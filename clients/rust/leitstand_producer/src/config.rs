@@ -577,6 +577,43 @@ mod tests {
     }
 
     #[test]
+    fn spool_settings_are_read_and_checked() {
+        let err = B::default()
+            .with_lookup(env(&[("LEITSTAND_SPOOL_MAX_BYTES", "100MiB")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("LEITSTAND_SPOOL_MAX_BYTES"),
+            "{err}"
+        );
+        let err = B::default()
+            .token("t")
+            .spool_max_bytes(0)
+            .config()
+            .unwrap_err();
+        assert!(err.to_string().contains("spool_max_bytes"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let lookup = env(&[
+            ("LEITSTAND_SPOOL_DIR", spool.to_str().unwrap()),
+            ("LEITSTAND_SPOOL_MAX_BYTES", "4096"),
+        ]);
+        let builder = B::default().token("t").with_lookup(lookup).unwrap();
+        assert_eq!(builder.spool_max_bytes, 4096);
+        let result = builder.config();
+        if cfg!(feature = "spool") {
+            result.unwrap();
+            assert!(spool.join("queue").is_dir(), "created at build");
+        } else {
+            let text = result.unwrap_err().to_string();
+            assert!(
+                text.contains("LEITSTAND_SPOOL_DIR") && text.contains("`spool` feature"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn debug_output_never_shows_the_token() {
         let builder = B::default().token("very-secret");
         assert!(!format!("{builder:?}").contains("very-secret"));

@@ -7,11 +7,15 @@
 //! * `Client` (feature `blocking`, on by default) and `AsyncClient` (feature `async`,
 //!   tokio). Feature `tls` adds `https://` URLs (rustls with the `ring` crypto provider;
 //!   the system's trust store, or only the CA in `LEITSTAND_CA_FILE` / [`Builder::ca_file`]).
+//!   Feature `spool` keeps what cannot be delivered now on disk and sends it later, in order
+//!   (`LEITSTAND_SPOOL_DIR` / [`Builder::spool_dir`]; the Python client's format, so
+//!   `leitstand spool status|flush` work on it; see `flush_spool`).
 //!   The features only add; the types mean the same with any set.
 //! * Configured with a builder or from the environment — the same variables as the Python
 //!   client: `LEITSTAND_URL` (default `http://localhost:8788`), `LEITSTAND_TOKEN` (required),
 //!   `LEITSTAND_TIMEOUT` (seconds per attempt, 5), `LEITSTAND_RETRIES` (3),
-//!   `LEITSTAND_BACKOFF` (seconds, 0.5), `LEITSTAND_CA_FILE` (PEM, for https).
+//!   `LEITSTAND_BACKOFF` (seconds, 0.5), `LEITSTAND_CA_FILE` (PEM, for https),
+//!   `LEITSTAND_SPOOL_DIR` and `LEITSTAND_SPOOL_MAX_BYTES` (100 MiB).
 //! * `send_one(domain, &event)` and `send_batch(domain, events)` take anything that
 //!   implements [`serde::Serialize`] and becomes a JSON object. Batches are split below the
 //!   server's body limit (1 MiB) and event limit (10,000) — both settable — and can be sent

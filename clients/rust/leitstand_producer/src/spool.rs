@@ -322,3 +322,111 @@ fn open_rw(path: &Path) -> io::Result<File> {
 fn fsync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_file(dir: &Path) -> String {
+        fs::read_to_string(dir.join("bytes")).unwrap()
+    }
+
+    #[test]
+    fn entries_are_written_in_the_python_clients_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        for sub in ["queue", "tmp", "rejected"] {
+            assert!(dir.path().join(sub).is_dir(), "{sub}/");
+        }
+        let body = b"{\"n\":1}\n{\"n\":2}\n";
+        spool
+            .append("aussen", "key-1", "application/x-ndjson", 2, body)
+            .unwrap();
+        spool
+            .append("innen", "key-2", "application/x-ndjson", 1, b"{}\n")
+            .unwrap();
+
+        let names = spool.names().unwrap();
+        assert_eq!(names.len(), 2);
+        for name in &names {
+            let parts: Vec<&str> = name.trim_end_matches(".batch").split('-').collect();
+            let widths: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+            assert_eq!(widths, [20, 10, 10], "{name}");
+            assert!(parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())));
+        }
+        let data = fs::read(dir.path().join("queue").join(&names[0])).unwrap();
+        let header = br#"{"domain":"aussen","key":"key-1","content_type":"application/x-ndjson","events":2}"#;
+        assert_eq!(data, [&header[..], b"\n", body].concat());
+
+        let entry = spool.read(&names[0]).unwrap().unwrap();
+        assert_eq!(
+            (entry.domain.as_str(), entry.key.as_str(), entry.events),
+            ("aussen", "key-1", 2)
+        );
+        assert_eq!(entry.body, body);
+        let total: u64 = names
+            .iter()
+            .map(|n| spool.read(n).unwrap().unwrap().size)
+            .sum();
+        assert_eq!(bytes_file(dir.path()), total.to_string());
+
+        spool.remove(&entry.name, entry.size).unwrap();
+        spool.reject(&names[1]).unwrap();
+        assert!(spool.names().unwrap().is_empty());
+        assert!(dir.path().join("rejected").join(&names[1]).exists());
+        assert_eq!(bytes_file(dir.path()), "0");
+        assert_eq!(spool.read(&names[0]).unwrap().map(|e| e.name), None);
+    }
+
+    #[test]
+    fn a_full_spool_writes_nothing_and_a_broken_entry_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 100).unwrap();
+        let err = spool
+            .append("aussen", "k", "application/x-ndjson", 1, &[b'x'; 100])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::SpoolFull {
+                    queued_bytes: 0,
+                    max_bytes: 100,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(spool.names().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+
+        fs::write(dir.path().join("queue/1-1-1.batch"), "not json\n{}\n").unwrap();
+        assert!(spool.read("1-1-1.batch").is_err());
+        // A counter file without a number is recounted from queue/.
+        fs::write(dir.path().join("bytes"), "").unwrap();
+        spool
+            .append("aussen", "k", "application/x-ndjson", 1, b"{}\n")
+            .unwrap();
+        let queued: u64 = spool
+            .names()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                fs::metadata(dir.path().join("queue").join(n))
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        assert_eq!(bytes_file(dir.path()), queued.to_string());
+    }
+
+    #[test]
+    fn the_drain_lock_excludes_a_second_drainer() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let held = spool.drain_lock(false).unwrap();
+        assert!(held.is_some());
+        assert!(spool.drain_lock(false).unwrap().is_none());
+        drop(held);
+        assert!(spool.drain_lock(false).unwrap().is_some());
+    }
+}

@@ -41,6 +41,7 @@ fn settings<C>(builder: Builder<C>, port: u16, spool: &Path) -> Builder<C> {
         .backoff(Duration::from_millis(5))
         .max_backoff(Duration::from_millis(200))
         .timeout(Duration::from_secs(10))
+        .gzip(true) // spooled entries are stored uncompressed (they have no encoding)
         .spool_dir(spool)
 }
 

@@ -15,6 +15,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -34,8 +35,10 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # One token, or several separated by commas (rotation without downtime).
-    token: Annotated[tuple[SecretStr, ...], NoDecode]
+    # One token, or several separated by commas (rotation without downtime): full access,
+    # under the name `default`. LEITSTAND_TOKENS_FILE adds named, scoped tokens.
+    token: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    tokens_file: Path | None = None
     data_dir: Path = Path("data")
     max_body: int = Field(default=1_048_576, gt=0)
     max_events: int = Field(default=10_000, gt=0)
@@ -46,6 +49,9 @@ class Settings(BaseSettings):
     # closed; needs `--http leitstand.headertimeout:HeaderTimeoutProtocol` (slow-header clients).
     header_timeout: float = Field(default=10.0, gt=0)
     rate_limit: str = "60/minute"
+    # The read routes' own per-IP budget, so that open web views never starve producers on the
+    # same IP. One tab of the view makes ~28 requests a minute (leitstand/web/app.js).
+    read_rate_limit: str = "300/minute"
     fsync: Literal["always", "off"] = "always"
     idempotency_window: float = Field(default=86_400.0, gt=0)
     idempotency_max_keys: int = Field(default=100_000, gt=0)
@@ -75,6 +81,8 @@ class Settings(BaseSettings):
     @field_validator("token", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
+        if value == ():
+            return value  # not set (LEITSTAND_TOKENS_FILE may be)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",")]
         if isinstance(value, (list, tuple)):
@@ -88,7 +96,7 @@ class Settings(BaseSettings):
             return tuple(parts)
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "read_rate_limit")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         try:
@@ -138,6 +146,12 @@ class Settings(BaseSettings):
             return tuple(str(v) for v in value)
         return value
 
+    @model_validator(mode="after")
+    def _some_token(self) -> Settings:
+        if not self.token and self.tokens_file is None:
+            raise ValueError(_NO_TOKEN)
+        return self
+
     def token_bytes(self) -> tuple[bytes, ...]:
         return tuple(t.get_secret_value().encode("ascii") for t in self.token)
 
@@ -147,6 +161,12 @@ _HOW_TO_SET_TOKEN = (
     "It is the shared secret clients send as X-Auth: "
     "export LEITSTAND_TOKEN=$(openssl rand -hex 16), or put LEITSTAND_TOKEN=... into .env "
     "(see .env.example)."
+)
+_NO_TOKEN = (
+    "LEITSTAND_TOKEN is not set, and neither is LEITSTAND_TOKENS_FILE. Set either or both: "
+    + _HOW_TO_SET_TOKEN + " For named tokens with scopes: "
+    "export LEITSTAND_TOKENS_FILE=/etc/leitstand/tokens.toml "
+    "(create entries with `leitstand token new NAME --write 'DOMAIN' --read 'DOMAIN'`)."
 )
 
 
@@ -159,7 +179,10 @@ def env_name(field: str) -> str:
 def describe_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a check across fields: its message says it all
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(err["loc"][0])
         name = env_name(field)
         message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "missing":
@@ -179,6 +202,13 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         refuse_to_start(describe_errors(exc))
+    if settings.tokens_file is not None:
+        from .access.tokenfile import TokenFileError, load_token_file
+
+        try:
+            load_token_file(settings.tokens_file)
+        except TokenFileError as exc:
+            refuse_to_start(f"{env_name('tokens_file')} is invalid: {exc}")
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

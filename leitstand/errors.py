@@ -48,6 +48,13 @@ class Unauthorized(LeitstandError):
     reason = "unauthorized"
 
 
+class Forbidden(LeitstandError):
+    """A known token used outside its scope (LEITSTAND_TOKENS_FILE)."""
+
+    status = 403
+    reason = "forbidden"
+
+
 class NotFound(LeitstandError):
     status = 404
     reason = "not_found"

@@ -11,15 +11,32 @@ _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 OTHER = "other"
 
 
+class CappedLabels:
+    """At most `limit` distinct label values; any further value is counted as `other`
+    (label sets that clients choose must not grow without bound)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, value: str) -> str:
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self._limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
 class Metrics:
     """All of leitstand's metrics. Domain labels are capped at `max_domains` distinct values;
     further domains are counted under `other`."""
 
     def __init__(self, max_domains: int = 100) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._max_domains = max_domains
-        self._domains: set[str] = set()
-        self._lock = threading.Lock()
+        self._domains = CappedLabels(max_domains)
         r = self.registry
         self.events = Counter(
             "leitstand_events", "Events stored, by domain.", ["domain"], registry=r
@@ -83,13 +100,7 @@ class Metrics:
         self.up.set(1)
 
     def domain_label(self, domain: str) -> str:
-        with self._lock:
-            if domain in self._domains:
-                return domain
-            if len(self._domains) < self._max_domains:
-                self._domains.add(domain)
-                return domain
-        return OTHER
+        return self._domains.label(domain)
 
     def stored(self, domain: str, events: int, size: int) -> None:
         label = self.domain_label(domain)

@@ -6,6 +6,12 @@ must be cheap: it only looks at the files (a `fingerprint`, e.g. their stat) whe
 seconds have passed since the last look, and loads again only if the fingerprint changed. A
 failed load keeps the old value; the error is kept (`error`), logged and counted, until a later
 load succeeds. `on_sighup` forces a reload in the running event loop.
+
+Files edited in place (truncate, then write) are half written for a moment, and a half-written
+file may well parse (a tokens file that lacks its last entries). With `settle`, a change is
+loaded only once the fingerprint has stayed the same for `settle` seconds; and a load during
+which the fingerprint changed is thrown away and tried again later. So no half-written file is
+ever in force, as long as the writer does not pause for `settle` seconds in the middle.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Generic, TypeVar
 log = logging.getLogger("leitstand.reload")
 
 T = TypeVar("T")
+_NOTHING: Hashable = object()  # no change waiting to settle / "unknown, look again"
 
 
 class Reloadable(Generic[T]):
@@ -36,6 +43,7 @@ class Reloadable(Generic[T]):
         fingerprint: Callable[[], Hashable],
         *,
         interval: float = 2.0,
+        settle: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[T, str | None], None] | None = None,
     ) -> None:
@@ -43,6 +51,9 @@ class Reloadable(Generic[T]):
         self._load = load
         self._fingerprint = fingerprint
         self._interval = interval
+        self._settle = settle
+        self._pending = _NOTHING  # a changed fingerprint, waiting to stay so for `settle`
+        self._pending_since = 0.0
         self._clock = clock
         self._on_change = on_change
         self.failures = 0  # failed reloads since start
@@ -54,8 +65,10 @@ class Reloadable(Generic[T]):
         self._notify()
 
     def current(self) -> T:
-        """The value, after a cheap check for changed files if `interval` has passed."""
-        if self._clock() - self._checked >= self._interval:
+        """The value, after a cheap check for changed files if `interval` has passed (or, while
+        a change settles, `settle`)."""
+        due = self._interval if self._pending is _NOTHING else min(self._interval, self._settle)
+        if self._clock() - self._checked >= due:
             self.check()
         return self.value
 
@@ -69,8 +82,15 @@ class Reloadable(Generic[T]):
             # Still unreadable: reported once, not every `interval`.
             return False if reason == self.error else self._failed(reason)
         if seen == self._seen:
+            self._pending = _NOTHING
             return False
-        self._seen = seen
+        if self._settle > 0:
+            if seen != self._pending:  # (still) being written: wait until it stays so
+                self._pending, self._pending_since = seen, self._checked
+                return False
+            if self._checked - self._pending_since < self._settle:
+                return False
+        self._pending = _NOTHING
         return self.reload()
 
     def reload(self) -> bool:
@@ -79,6 +99,10 @@ class Reloadable(Generic[T]):
         try:
             self._seen = self._fingerprint()
             value = self._load()
+            after = self._fingerprint() if self._settle > 0 else self._seen
+            if after != self._seen:  # written while it was read: wait for it to settle
+                self._seen, self._pending, self._pending_since = _NOTHING, after, self._checked
+                return False
         except Exception as exc:  # whatever `load` refuses with: the old value stays
             return self._failed(str(exc) or type(exc).__name__)
         self.value = value
@@ -117,6 +141,12 @@ def stat_fingerprint(directory: Path, names: Iterable[str] | None = None) -> Has
             entries.append((entry.name, st.st_mtime_ns, st.st_size, st.st_ino))
     st = directory.stat()
     return (st.st_mtime_ns, st.st_ino, tuple(sorted(entries)))
+
+
+def file_fingerprint(path: Path) -> Hashable:
+    """One file's identity and state: changes when it is written or replaced (rename)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def on_sighup(callback: Callable[[], Any]) -> bool:

@@ -18,7 +18,8 @@ from .conftest import TOKEN
 pytestmark = pytest.mark.anyio
 
 LINE = re.compile(
-    r"request_id=(?P<id>\S+) client=(?P<client>\S+) method=(?P<method>\S+) "
+    r"request_id=(?P<id>\S+) client=(?P<client>\S+) token=(?P<token>\S+) "
+    r"method=(?P<method>\S+) "
     r"path=(?P<path>\S+) status=(?P<status>\d{3}) duration_ms=(?P<ms>\d+\.\d)"
 )
 
@@ -59,6 +60,7 @@ async def test_one_line_per_request_with_all_fields(client, access_lines) -> Non
     assert all(re.fullmatch(r"[0-9a-f]{32}", f["id"]) for f in fields)
     assert len({f["id"] for f in fields}) == 3
     assert all(f["client"] == "127.0.0.1" for f in fields)
+    assert [f["token"] for f in fields] == ["default", "-", "-"]  # the name, never the secret
 
 
 async def test_sane_request_id_is_kept_and_echoed(client, access_lines) -> None:

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from leitstand.errors import Unauthorized
-from leitstand.http.auth import check_token
+import leitstand.access.tokens as tokens_module
+from leitstand.access.tokens import TokenSet, digest_of, full_access
 
 from .conftest import TOKEN
 
@@ -66,25 +66,25 @@ async def test_two_x_auth_headers_are_401(client, data_dir) -> None:
 
 def test_oversized_value_starting_with_the_token_never_matches() -> None:
     long_token = b"t" * 1024
-    check_token([(b"x-auth", long_token)], (long_token,))
-    with pytest.raises(Unauthorized):
-        check_token([(b"x-auth", long_token + b"tail")], (long_token,))
+    tokens = TokenSet([full_access("default", long_token)])
+    assert tokens.identify(long_token) is not None
+    assert tokens.identify(long_token + b"tail") is None
 
 
 def test_token_compared_in_constant_time_as_bytes(monkeypatch) -> None:
-    """Every configured token is compared with hmac.compare_digest, on the raw bytes."""
-    import leitstand.http.auth as auth
-
+    """The raw bytes are hashed once, and the digest is compared with every configured
+    token's digest by hmac.compare_digest."""
     seen: list[tuple[bytes, bytes]] = []
 
     def spy(a: bytes, b: bytes) -> bool:
         seen.append((a, b))
         return a == b
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    with pytest.raises(Unauthorized):
-        check_token([(b"x-auth", b"\xfftoken")], (b"one", b"two"))
-    assert seen == [(b"\xfftoken", b"one"), (b"\xfftoken", b"two")]
+    monkeypatch.setattr(tokens_module.hmac, "compare_digest", spy)
+    tokens = TokenSet([full_access("default", b"one"), full_access("default", b"two")])
+    assert tokens.identify(b"\xfftoken") is None
+    given = digest_of(b"\xfftoken")
+    assert seen == [(given, digest_of(b"one")), (given, digest_of(b"two"))]
 
 
 async def test_rotation_accepts_every_configured_token(make_client, data_dir) -> None:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 INGEST = [("/v1/ingest", "post", "202"), ("/ingest/{domain}", "post", "200")]
 # Every status an ingest route can answer with (each one is provoked in test_api_*.py).
-INGEST_STATUSES = {"400", "401", "408", "413", "415", "422", "429", "500", "503", "507"}
+INGEST_STATUSES = {"400", "401", "403", "408", "413", "415", "422", "429", "500", "503", "507"}
 RATE_HEADERS = {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
 
 
@@ -73,7 +73,7 @@ async def test_ingest_operations_are_complete(served, path, method, success) -> 
     # Nothing is required that the server does not require.
     required = {p["name"] for p in op.get("parameters", []) if p.get("required")}
     assert required == ({"X-Auth", "domain"} if "{domain}" in path else {"X-Auth"})
-    for status in (success, "400", "401", "413", "415", "429", "503", "507"):
+    for status in (success, "400", "401", "403", "413", "415", "429", "503", "507"):
         assert set(responses[status]["headers"]) >= RATE_HEADERS, status
     for status in ("429", "503", "507"):
         assert "Retry-After" in responses[status]["headers"], status
@@ -83,7 +83,8 @@ async def test_schemas_and_security_scheme(served) -> None:
     components = served["components"]
     assert components["securitySchemes"]["XAuth"] == {
         "type": "apiKey", "in": "header", "name": "X-Auth",
-        "description": "The shared secret (LEITSTAND_TOKEN).",
+        "description": "A token: LEITSTAND_TOKEN (full access, name `default`) or a named, "
+        "scoped token from LEITSTAND_TOKENS_FILE.",
     }
     error = components["schemas"]["Error"]
     assert error["required"] == ["detail"]
@@ -164,9 +165,12 @@ async def test_every_protected_operation_documents_auth_and_rate_limit(served) -
     assert len(protected) >= 2
     for path, method, op in protected:
         responses = op["responses"]
-        assert "401" in responses and "429" in responses, (path, method)
+        assert {"401", "429"} <= set(responses), (path, method)
+        # A token outside its scope gets 403 — but a list filtered to what the token may see
+        # (every token may see some schemas) has no such answer.
+        assert ("403" in responses) == (path != "/v1/schemas"), (path, method)
         assert "Retry-After" in responses["429"]["headers"], (path, method)
         success = [s for s in responses if s.startswith("2")]
         assert success, (path, method)
-        for status in [*success, "401", "429"]:
+        for status in [*success, "401", "429", *(["403"] if "403" in responses else [])]:
             assert set(responses[status]["headers"]) >= RATE_HEADERS, (path, method, status)

@@ -26,7 +26,8 @@ from testing import ROOT, ServerProcess, free_port, stop_process_group
 from .conftest import TOKEN
 
 ACCESS = re.compile(
-    r"\S+ \S+ INFO leitstand\.access request_id=(?P<id>\S+) client=\S+ method=(?P<method>\S+) "
+    r"\S+ \S+ INFO leitstand\.access request_id=(?P<id>\S+) client=\S+ token=\S+ "
+    r"method=(?P<method>\S+) "
     r"path=(?P<path>\S+) status=(?P<status>\d{3}) duration_ms=\d+\.\d"
 )
 

@@ -201,16 +201,21 @@ async def test_auth_required(client: httpx.AsyncClient, path: str) -> None:
         assert "X-RateLimit-Limit" in response.headers
 
 
-async def test_read_routes_share_the_rate_limit(
+async def test_read_routes_share_their_own_rate_limit(
     make_client: Callable[..., httpx.AsyncClient],
 ) -> None:
-    client = make_client(rate_limit="3/minute")
+    """LEITSTAND_READ_RATE_LIMIT is one budget for all read routes, apart from ingest's."""
+    client = make_client(rate_limit="2/minute", read_rate_limit="3/minute")
     await ingest(client, "aussen", {"n": 1})
     assert (await client.get("/v1/domains")).status_code == 200
     assert (await client.get("/v1/events?domain=aussen")).status_code == 200
+    assert (await client.get("/v1/whoami")).status_code == 200
     limited = await client.get("/v1/rejections")
     assert limited.status_code == 429
     assert "Retry-After" in limited.headers
+    assert limited.headers["X-RateLimit-Limit"] == "3"
+    # Readers used up their budget; the producer on the same IP still has its own.
+    assert (await client.post("/v1/ingest?domain=aussen", json={"n": 2})).status_code == 202
 
 
 async def test_cursors_no_gaps_no_duplicates_under_concurrent_appends(
@@ -272,7 +277,8 @@ async def test_rejections_record_and_metrics(client: httpx.AsyncClient) -> None:
     assert items[2]["reason"] == "invalid X-Auth token"
     assert items[2]["client"] == "127.0.0.1"
     assert items[2]["time"].endswith("Z")
-    assert set(items[0]) == {"time", "client", "route", "domain", "status", "reason"}
+    assert set(items[0]) == {"time", "client", "route", "domain", "status", "reason", "token"}
+    assert [r["token"] for r in items] == ["default", "default", None]  # once it was valid
     assert "nope" not in response.text and "broken" not in response.text
     assert len((await client.get("/v1/rejections?limit=1")).json()["rejections"]) == 1
     metrics = (await client.get("/metrics")).text
@@ -294,10 +300,11 @@ async def test_rejections_ring_keeps_the_last_n(
 async def test_read_routes_are_documented(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     expected = {
-        "/v1/domains": {"200", "401", "429"},
-        "/v1/events": {"200", "400", "401", "404", "429"},
-        "/v1/stream": {"200", "400", "401", "404", "429"},
-        "/v1/rejections": {"200", "400", "401", "429"},
+        "/v1/domains": {"200", "401", "403", "429"},
+        "/v1/events": {"200", "400", "401", "403", "404", "429"},
+        "/v1/stream": {"200", "400", "401", "403", "404", "429"},
+        "/v1/rejections": {"200", "400", "401", "403", "429"},
+        "/v1/whoami": {"200", "401", "403", "429"},
     }
     for path, statuses in expected.items():
         op = doc["paths"][path]["get"]

@@ -237,7 +237,7 @@ async def test_openapi_documents_422_and_the_schema_routes(client: httpx.AsyncCl
     assert error["error_count"]["type"] == "integer"
     assert set(doc["paths"]["/v1/schemas"]["get"]["responses"]) == {"200", "401", "429"}
     assert set(doc["paths"]["/v1/schemas/{domain}"]["get"]["responses"]) == {
-        "200", "400", "401", "404", "429"}
+        "200", "400", "401", "403", "404", "429"}
     assert doc["components"]["schemas"]["SchemaError"]["required"] == ["index", "path", "message"]
 
 

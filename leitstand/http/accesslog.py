@@ -70,9 +70,11 @@ class AccessLog:
             if log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 log.info(
-                    "request_id=%s client=%s method=%s path=%s status=%d duration_ms=%.1f",
+                    "request_id=%s client=%s token=%s method=%s path=%s status=%d "
+                    "duration_ms=%.1f",
                     request_id,
                     clean(client[0] if client else "-"),
+                    scope["state"].get("token_name", "-"),  # a validated name, never a secret
                     clean(scope["method"], 16),
                     clean(scope["path"]),
                     status,

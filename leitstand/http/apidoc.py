@@ -46,7 +46,8 @@ def param(name: str, description: str, schema: dict[str, Any], where: str = "que
             "schema": schema}
 
 
-AUTH_PARAM = param("X-Auth", "The shared secret.", {"type": "string"}, "header", True)
+AUTH_PARAM = param("X-Auth", "A token (LEITSTAND_TOKEN or LEITSTAND_TOKENS_FILE).",
+                   {"type": "string"}, "header", True)
 
 
 class DocumentedRoute(Route):
@@ -70,7 +71,8 @@ class DocumentedRoute(Route):
 _COMPONENTS: dict[str, Any] = {
     "securitySchemes": {"XAuth": {
         "type": "apiKey", "in": "header", "name": "X-Auth",
-        "description": "The shared secret (LEITSTAND_TOKEN).",
+        "description": "A token: LEITSTAND_TOKEN (full access, name `default`) or a named, "
+        "scoped token from LEITSTAND_TOKENS_FILE.",
     }},
     "schemas": {
         "Event": {

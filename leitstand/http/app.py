@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
+from ..access import Access
+from ..access.routes import router as access_router
 from ..config import Settings
 from ..headertimeout import STATE_KEY as HEADER_TIMEOUT_KEY
 from ..logs import configure_logging
@@ -35,7 +37,9 @@ log = logging.getLogger("leitstand")
 DESCRIPTION = """\
 Append structured JSON events, one line per event, to a JSONL file per domain.
 A 2xx answer means the events are on disk (fsynced) exactly once.
-Every request that reads or writes events needs the shared secret in `X-Auth`."""
+Every request that reads or writes events needs a token in `X-Auth`: LEITSTAND_TOKEN (full
+access) or a named token from LEITSTAND_TOKENS_FILE, which may write and read only the domains
+its patterns name (else 403)."""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -48,8 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
         settings=settings,
         store=store,
         limiter=RateLimiter(settings.rate_limit, settings.trusted_proxies),
+        read_limiter=RateLimiter(settings.read_rate_limit, settings.trusted_proxies),
         metrics=metrics,
-        tokens=settings.token_bytes(),
+        # a broken tokens file: refuses to start (load_settings has said why, naming the line)
+        access=Access(settings.token_bytes(), settings.tokens_file, metrics.registry),
         rejections=Rejections(settings.rejections_kept),
         stream_options=StreamOptions(send_timeout=settings.stream_send_timeout),
         stream_metrics=StreamMetrics(metrics.registry),
@@ -63,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         close_streams_on_exit_signals(svc.hub)  # else open streams stall a graceful shutdown
         if schemas is not None:
             schemas.reload_on_sighup()
+        svc.access.reload_on_sighup()
         # The lifespan state reaches uvicorn's connections: leitstand.headertimeout reads it.
         yield {HEADER_TIMEOUT_KEY: settings.header_timeout}
         await store.close()
@@ -78,7 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = svc
     app.router.routes[0:0] = ingest.ROUTES  # first: the router tries routes in order
-    for router in (ops.router, read.router, stream.router, schema_router, web.router):
+    for router in (ops.router, read.router, stream.router, access_router, schema_router,
+                   web.router):
         app.include_router(router)
     install_error_boundary(app)
     app.add_middleware(AccessLog, metrics=metrics)

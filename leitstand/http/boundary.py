@@ -38,6 +38,7 @@ def answer(request: Request, status: int, detail: Any, reason: str,
     rejection's `errors`), counted and recorded."""
     svc = service(request)
     svc.metrics.rejections.labels(reason).inc()
+    svc.access.rejected(request, reason)  # by token name too, once the token was known
     svc.rejections.record(request, status, str(detail), (extra or {}).get("errors", ()))
     merged = {**getattr(request.state, "route_headers", {}),
               **getattr(request.state, "rate_headers", {}), **(headers or {})}

@@ -8,10 +8,11 @@ request than leitstand's own work (bench/notes.md), and the endpoints take nothi
 could validate (one optional string).
 
 One request, in order (`ingest`):
-  1. `guard`: rate limit per client IP, then `X-Auth` (auth.py);
+  1. `guard`: rate limit per client IP, then `X-Auth` names the token (auth.py);
   2. `read_ingest_body`: the whole body, bounded and with a deadline, then `encode_events`
-     (decode.py): JSON/NDJSON → one validated, compact line per event, domain settled, and
-     the domain's JSON Schema checked (leitstand/schemas, if LEITSTAND_SCHEMA_DIR is set);
+     (decode.py): JSON/NDJSON → one validated, compact line per event, domain settled; then
+     may the token write that domain (403, leitstand/access), then the domain's JSON Schema
+     (leitstand/schemas, if LEITSTAND_SCHEMA_DIR is set);
   3. `store.append` with the `Idempotency-Key`, durable before it returns;
   4. `hub.publish`: wake the stream clients of the domain; then the answer.
 """
@@ -19,7 +20,7 @@ One request, in order (`ingest`):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from functools import lru_cache
@@ -74,6 +75,8 @@ async def ingest(request: Request, domain_param: str | None) -> tuple[str, Appen
     result = await svc.store.append(batch.domain, batch.lines,
                                     idempotency_of(request, batch.lines))
     svc.hub.publish(batch.domain)
+    if not result.replayed:
+        svc.access.stored(request, result.accepted)
     return batch.domain, result
 
 
@@ -102,8 +105,17 @@ async def read_ingest_body(request: Request, domain_param: str | None) -> Decode
             f"the body was not complete within {timeout:g} s (LEITSTAND_BODY_TIMEOUT)",
             headers={"Connection": "close"},
         ) from exc
+    schemas = svc.schemas
+
+    def check(domain: str, events: Sequence[Any]) -> None:
+        # Once the batch's domain is known: may the token write it (403, the whole batch),
+        # then the schema (422) — a token never learns another domain's schema errors.
+        svc.access.require_write(request, domain)
+        if schemas is not None:
+            schemas.check(domain, events)
+
     return encode_events(body, kind, domain_param=domain_param, max_events=settings.max_events,
-                         check=None if svc.schemas is None else svc.schemas.check)
+                         check=check)
 
 
 _TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
@@ -173,7 +185,8 @@ _DEPRECATION_HEADERS = {
 }
 _HEADER_PARAMS = [
     {"name": "X-Auth", "in": "header", "required": True,
-     "schema": {"type": "string"}, "description": "The shared secret."},
+     "schema": {"type": "string"},
+     "description": "A token (LEITSTAND_TOKEN or LEITSTAND_TOKENS_FILE)."},
     {"name": "Idempotency-Key", "in": "header", "required": False,
      "schema": {"type": "string", "maxLength": 255},
      "description": "Retries with the same key and body are stored once."},
@@ -187,7 +200,9 @@ def ingest_errors(extra: dict[str, Any] | None = None) -> dict[str, dict[str, An
         "400": error("Invalid input: bad JSON or UTF-8, NaN/Infinity, nesting too deep, a "
                      "non-object item, an integer beyond 64 bits, an invalid domain, a domain "
                      "mismatch, no domain, a broken gzip stream, or a bad header.", rate),
-        "401": error("X-Auth missing, repeated or wrong.", rate),
+        "401": error("X-Auth missing, repeated, wrong, or its token expired.", rate),
+        "403": error("The token may not write this domain (its `write` patterns in "
+                     "LEITSTAND_TOKENS_FILE); nothing was stored.", rate),
         "408": error("The body was not complete within LEITSTAND_BODY_TIMEOUT (slow client); "
                      "the connection is closed.", rate),
         "413": error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more "
@@ -199,7 +214,8 @@ def ingest_errors(extra: dict[str, Any] | None = None) -> dict[str, dict[str, An
                      "Idempotency-Key already used with a different body (`detail` only).",
                      rate),
         "429": error("Rate limit for this client IP exceeded (counted across all ingest "
-                     "routes, before auth).", {**rate, **RETRY_AFTER}),
+                     "routes, before auth), or the token's own `rate_limit`.",
+                     {**rate, **RETRY_AFTER}),
         "500": error("The domain's data file is not a regular file (e.g. a planted symlink), "
                      "or an unexpected error.", extra),
         "503": error("The domain file stayed locked past LEITSTAND_LOCK_TIMEOUT (`lock "

@@ -21,7 +21,9 @@ router = APIRouter(tags=["operations"])
     responses={
         200: {"description": "`{\"status\": \"ok\"}`; with LEITSTAND_BACKEND=nats also "
               "`backend` (`connected`, `stream`); with LEITSTAND_SCHEMA_DIR also `schemas` "
-              "(`in_force`: files, `reload_error`: why the newest files were refused, or null).",
+              "(`in_force`: files, `reload_error`: why the newest files were refused, or null); "
+              "with LEITSTAND_TOKENS_FILE also `tokens` (`file`, `loaded_at`, and after a "
+              "failed reload `error` and `failed_at`: the previous tokens stay in force).",
               "content": {"application/json": {"schema": {"type": "object"}}}},
         503: {"description": "The backend cannot store now (nats: not connected, or the stream "
               "does not answer); ingest answers 503 too.",
@@ -39,6 +41,9 @@ async def health(svc: ServiceDep) -> Response:
         # A refused reload does not make the service unhealthy (the previous schemas stay in
         # force), but it is shown here.
         body["schemas"] = svc.schemas.health()
+    tokens = svc.access.health()
+    if tokens is not None:
+        body["tokens"] = tokens
     return JSONResponse(
         body,
         status_code=200 if health.ok else 503,

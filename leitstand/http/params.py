@@ -54,8 +54,16 @@ TAIL_PARAM = param("tail", f"Start at the last N events (capped at {MAX_LIMIT});
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
     400: error("Invalid parameter: a bad cursor (not one this service handed out), an invalid "
                "domain, a missing domain, or a non-numeric limit/tail.", RATE_HEADERS),
-    401: error("X-Auth missing, repeated or wrong.", RATE_HEADERS),
+    401: error("X-Auth missing, repeated, wrong, or its token expired.", RATE_HEADERS),
+    403: error("The token may not read this domain (its `read` patterns in "
+               "LEITSTAND_TOKENS_FILE).", RATE_HEADERS),
     404: error("Unknown domain: it has no data file.", RATE_HEADERS),
-    429: error("Rate limit for this client IP exceeded (shared with the ingest routes).",
+    429: error("Rate limit for this client IP exceeded (LEITSTAND_READ_RATE_LIMIT, shared by "
+               "the read routes), or the token's own `rate_limit`.",
                {**RATE_HEADERS, **RETRY_AFTER}),
+}
+# For the routes that are not about one domain: only a token that reads nothing gets 403.
+NO_DOMAIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{k: v for k, v in READ_ERRORS.items() if k != 404},
+    403: error("The token may not read any domain (a producer's token).", RATE_HEADERS),
 }

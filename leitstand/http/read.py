@@ -1,6 +1,7 @@
 """The read routes: `GET /v1/domains`, `/v1/events` (a page after a cursor) and
-`/v1/rejections`. Each is admitted by the same guard as ingest (`Guarded`: the per-IP rate
-limit, then `X-Auth`); query parameters are checked after it (params.py)."""
+`/v1/rejections`. Each is admitted by the guard (`Guarded`: the read routes' per-IP rate limit,
+then `X-Auth`) and shows only what the token may read (leitstand/access); query parameters are
+checked after it (params.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .params import (
     DEFAULT_LIMIT,
     DOMAIN_PARAM,
     MAX_LIMIT,
+    NO_DOMAIN_ERRORS,
     READ_ERRORS,
     TAIL_PARAM,
     count_param,
@@ -26,8 +28,7 @@ from .rejections import iso_time
 from .service import ServiceDep
 
 _Responses = dict[int | str, dict[str, Any]]
-_NO_DOMAIN_ERRORS: _Responses = {k: v for k, v in READ_ERRORS.items() if k != 404}
-_AUTH_ERRORS: _Responses = {k: v for k, v in READ_ERRORS.items() if k in (401, 429)}
+_AUTH_ERRORS: _Responses = {k: v for k, v in NO_DOMAIN_ERRORS.items() if k in (401, 403, 429)}
 _JSON = "application/json"
 
 
@@ -57,7 +58,7 @@ _REJECTIONS_SCHEMA = {
     "type": "object", "required": ["rejections"],
     "properties": {"rejections": {"type": "array", "items": {
         "type": "object",
-        "required": ["time", "client", "route", "domain", "status", "reason"],
+        "required": ["time", "client", "route", "domain", "status", "reason", "token"],
         "properties": {
             "time": {"type": "string", "format": "date-time"},
             "client": {"type": "string", "description": "Client IP (as the rate limit sees it)."},
@@ -68,6 +69,8 @@ _REJECTIONS_SCHEMA = {
             "errors": {"type": "array", "description": "Schema rejections (422) only: the "
                        "first errors, as in the answer's `errors`.",
                        "items": {"$ref": "#/components/schemas/SchemaError"}},
+            "token": {"type": ["string", "null"],
+                      "description": "The name of the token, if it was valid."},
         },
     }}},
 }
@@ -82,20 +85,22 @@ router = APIRouter(tags=["read"])
     "/v1/domains",
     summary="List domains",
     response_model=None,
-    responses={200: {"description": "Every domain with a data file, sorted by name.",
+    responses={200: {"description": "Every domain with a data file that the token may read, "
+                     "sorted by name.",
                      "content": _json_schema(_DOMAINS_SCHEMA), "headers": RATE_HEADERS},
                **_AUTH_ERRORS},
     openapi_extra={"security": SECURITY, "parameters": [AUTH_PARAM]},
 )
-async def list_domains(rate: Guarded, svc: ServiceDep) -> Response:
+async def list_domains(request: Request, rate: Guarded, svc: ServiceDep) -> Response:
     """Event count, size and time of the last append per domain (counted incrementally)."""
+    svc.access.require_some_read(request)
     infos = await svc.store.domains()
     schemas = svc.schemas
     body = {"domains": [{
         "domain": i.domain, "file": i.file, "events": i.events, "bytes": i.bytes,
         "last_event_at": None if i.last_event_at is None else iso_time(i.last_event_at),
         "schema": None if schemas is None else schemas.file_for(i.domain),
-    } for i in infos]}
+    } for i in infos if svc.access.may_read(request, i.domain)]}
     return JSONResponse(body, headers=rate.headers())
 
 
@@ -118,6 +123,7 @@ async def list_domains(rate: Guarded, svc: ServiceDep) -> Response:
 async def read_events(request: Request, rate: Guarded, svc: ServiceDep) -> Response:
     """Page through a domain's events: no cursor and no tail → from the start."""
     domain = domain_param(request)
+    svc.access.require_read(request, domain)
     limit = count_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     cursor, tail = start_params(request, request.query_params.get("cursor"))
     page = await svc.store.read(domain, cursor=cursor, limit=limit or 0, tail=tail)
@@ -132,10 +138,11 @@ async def read_events(request: Request, rate: Guarded, svc: ServiceDep) -> Respo
     "/v1/rejections",
     summary="Recent rejected requests",
     response_model=None,
-    responses={200: {"description": "The last rejected requests, newest first (never a token "
-                     "or a body).", "content": _json_schema(_REJECTIONS_SCHEMA),
-                     "headers": RATE_HEADERS},
-               **_NO_DOMAIN_ERRORS},
+    responses={200: {"description": "The last rejected requests of the domains the token "
+                     "may read, newest first (never a secret or a body); those without a "
+                     "domain only for a token that reads every domain.",
+                     "content": _json_schema(_REJECTIONS_SCHEMA), "headers": RATE_HEADERS},
+               **NO_DOMAIN_ERRORS},
     openapi_extra={"security": SECURITY, "parameters": [
         AUTH_PARAM,
         param("limit", f"How many (default {DEFAULT_LIMIT}, at most LEITSTAND_REJECTIONS_KEPT).",
@@ -144,6 +151,7 @@ async def read_events(request: Request, rate: Guarded, svc: ServiceDep) -> Respo
 )
 async def list_rejections(request: Request, rate: Guarded, svc: ServiceDep) -> Response:
     """Integration failures at a glance: who was turned away, where, and why."""
+    svc.access.require_some_read(request)
     limit = count_param(request, "limit", DEFAULT_LIMIT, 1, 1_000_000) or DEFAULT_LIMIT
-    items = svc.rejections.latest(limit)
+    items = svc.rejections.latest(limit, visible=lambda r: svc.access.may_read(request, r.domain))
     return JSONResponse({"rejections": [r.as_json() for r in items]}, headers=rate.headers())

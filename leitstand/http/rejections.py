@@ -1,8 +1,8 @@
 """The last N rejected requests, for `GET /v1/rejections` and the web view.
 
-Filled at the one error boundary (boundary.py). A record holds when, who (client IP), where (route
-and, if known, domain), the status and the reason the client was given — never the token, other
-headers, or the body.
+Filled at the one error boundary (boundary.py). A record holds when, who (client IP and, once it
+is known, the token's name), where (route and, if known, domain), the status and the reason the
+client was given — never a secret, other headers, or the body.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ class Rejection:
     status: int
     reason: str
     errors: tuple[dict[str, Any], ...] = ()  # a schema rejection's first errors
+    token: str | None = None  # the name of the token, if it was valid
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -42,6 +43,7 @@ class Rejection:
             "domain": self.domain,
             "status": self.status,
             "reason": self.reason,
+            "token": self.token,
         }
         if self.errors:
             out["errors"] = list(self.errors)
@@ -68,15 +70,17 @@ class Rejections:
             status=status,
             reason=reason[:_MAX_REASON],
             errors=tuple(errors[:_MAX_ERRORS]),
+            token=getattr(request.state, "token_name", None),
         )
         with self._lock:
             self._items.append(item)
 
-    def latest(self, limit: int) -> list[Rejection]:
-        """Newest first."""
+    def latest(self, limit: int,
+               visible: Callable[[Rejection], bool] = lambda _: True) -> list[Rejection]:
+        """Newest first, only those `visible` says the asker may see."""
         with self._lock:
             items = list(self._items)
-        return items[::-1][:limit]
+        return [r for r in reversed(items) if visible(r)][:limit]
 
 
 def _known_domain(request: Request) -> str | None:

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import Request
 
+from ..access import Access
 from ..config import Settings
 from ..metrics import Metrics
 from ..schemas import Schemas
@@ -25,9 +26,10 @@ class Service:
 
     settings: Settings
     store: Store
-    limiter: RateLimiter
+    limiter: RateLimiter  # ingest routes, per client IP
+    read_limiter: RateLimiter  # read routes, per client IP
     metrics: Metrics
-    tokens: tuple[bytes, ...]
+    access: Access  # the tokens in force and what each may do (leitstand/access)
     rejections: Rejections
     stream_options: StreamOptions
     stream_metrics: StreamMetrics

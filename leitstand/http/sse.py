@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -73,6 +74,7 @@ class EventStream(Response):
         options: StreamOptions,
         metrics: StreamMetrics,
         headers: dict[str, str],
+        revoked: Callable[[], str | None] = lambda: None,
     ) -> None:
         super().__init__(status_code=200, media_type="text/event-stream")
         self.store = store
@@ -83,6 +85,7 @@ class EventStream(Response):
         self.options = options
         self.metrics = metrics
         self.extra_headers = headers
+        self.revoked = revoked  # why the client may no longer read the domain; asked each turn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {
@@ -141,6 +144,9 @@ class EventStream(Response):
                     # each client a few reads a second, not one per commit.
                     await anyio.sleep(max(0.0, last_read + options.min_interval
                                           - time.monotonic()))
+                why = self.revoked()
+                if why is not None:  # the tokens file changed under an open stream
+                    return ("revoked", why)
                 waiter = self.hub.waiter(self.domain)
                 try:
                     batch = await self.store.read(self.domain, cursor=cursor, limit=options.page)

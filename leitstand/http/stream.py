@@ -1,5 +1,6 @@
 """`GET /v1/stream`: the live events of one domain as Server-Sent Events (the response is
-sse.py's `EventStream`). Admitted like every read route (`Guarded`)."""
+sse.py's `EventStream`). Admitted like every read route (`Guarded`), for a token that may read
+the domain; the stream ends when the token loses that right (the tokens file changed)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ router = APIRouter(tags=["read"])
 async def stream_events(request: Request, rate: Guarded, svc: ServiceDep) -> Response:
     """Live events of one domain, as they are acknowledged."""
     domain = domain_param(request)
+    svc.access.require_read(request, domain)
+    token = request.state.token
     # A reconnecting client repeats its URL (maybe with `tail`): Last-Event-ID wins over both.
     last_id = request.headers.get("last-event-id")
     cursor: str | None
@@ -53,4 +56,5 @@ async def stream_events(request: Request, rate: Guarded, svc: ServiceDep) -> Res
         store=svc.store, hub=svc.hub, domain=domain, first=first,
         client=request.state.client_ip, options=svc.stream_options,
         metrics=svc.stream_metrics, headers=rate.headers(),
+        revoked=lambda: svc.access.stream_revoked(token, domain),
     )

@@ -18,11 +18,12 @@ router = APIRouter(tags=["read"])
 
 _AUTH: dict[str, Any] = {"security": [{"XAuth": []}], "parameters": [
     {"name": "X-Auth", "in": "header", "required": True, "schema": {"type": "string"},
-     "description": "The shared secret."}]}
+     "description": "A token (LEITSTAND_TOKEN or LEITSTAND_TOKENS_FILE)."}]}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: error("X-Auth missing, repeated or wrong.", RATE_HEADERS),
-    429: error("Rate limit for this client IP exceeded (shared with the ingest routes).",
-                {**RATE_HEADERS, **RETRY_AFTER}),
+    401: error("X-Auth missing, repeated, wrong, or its token expired.", RATE_HEADERS),
+    429: error("Rate limit for this client IP exceeded (LEITSTAND_READ_RATE_LIMIT, shared by "
+               "the read routes), or the token's own `rate_limit`.",
+               {**RATE_HEADERS, **RETRY_AFTER}),
 }
 _LIST_SCHEMA = {
     "type": "object", "required": ["schemas", "reload_error"],
@@ -45,8 +46,9 @@ _LIST_SCHEMA = {
     "/v1/schemas",
     summary="List schemas",
     response_model=None,
-    responses={200: {"description": "The schema files in force (LEITSTAND_SCHEMA_DIR), by name; "
-                     "empty when no directory is set.",
+    responses={200: {"description": "The schema files in force (LEITSTAND_SCHEMA_DIR), by name, "
+                     "of the domains (or patterns) the token may read or write; empty when no "
+                     "directory is set.",
                      "content": {"application/json": {"schema": _LIST_SCHEMA}},
                      "headers": RATE_HEADERS},
                **_ERRORS},
@@ -54,11 +56,13 @@ _LIST_SCHEMA = {
 )
 async def list_schemas(request: Request) -> Response:
     """Domains and patterns with a schema, each with the sha256 of its file."""
-    state = guard(request)
+    state = guard(request, read=True)
+    access = service(request).access
     schemas = service(request).schemas
     body: dict[str, Any] = {"schemas": [], "reload_error": None}
     if schemas is not None:
-        body["schemas"] = [s.summary() for s in schemas.current()]
+        body["schemas"] = [s.summary() for s in schemas.current()
+                           if access.may_see_pattern(request, s.name)]
         body["reload_error"] = schemas.error
     return JSONResponse(body, headers=state.headers())
 
@@ -76,6 +80,7 @@ async def list_schemas(request: Request) -> Response:
                                  "ETag": {"description": "The file's sha256.",
                                           "schema": {"type": "string"}}}},
                400: error("Invalid domain.", RATE_HEADERS),
+               403: error("The token may neither read nor write the domain.", RATE_HEADERS),
                404: error("No schema applies to the domain.", RATE_HEADERS),
                **_ERRORS},
     openapi_extra={**_AUTH, "parameters": [
@@ -85,9 +90,10 @@ async def list_schemas(request: Request) -> Response:
 )
 async def get_schema(request: Request) -> Response:
     """The schema that events of `domain` must match."""
-    state = guard(request)
+    state = guard(request, read=True)
     name = normalize_domain(request.path_params["domain"])
     request.state.domain = name
+    service(request).access.require_read_or_write(request, name)
     schemas = service(request).schemas
     found = None if schemas is None else schemas.for_domain(name)
     if found is None:

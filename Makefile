@@ -42,6 +42,7 @@ ingest-test:
 ## Create the venv, install everything the tests need, and run the whole suite.
 test: venv-dev
 	bash scripts/test-deps.sh
+	$(MAKE) lint
 	$(PY) -m pytest
 	$(MAKE) test-rust
 
@@ -62,8 +63,10 @@ test-rust: venv
 	  cargo test --locked $$features || exit 1; \
 	done
 
+## ruff on everything, mypy (strict, see pyproject.toml) on leitstand/.
 lint: venv-dev
 	$(VENV)/bin/ruff check leitstand testing tests tools bench app.py
+	$(VENV)/bin/mypy
 
 ## Long fuzz run (schemathesis against the live server, hypothesis properties); minutes, not seconds.
 FUZZ_EXAMPLES ?= 1000

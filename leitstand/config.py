@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .units import parse_bytes
+from .units import parse_bytes, parse_optional_age, parse_optional_bytes
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     stream_send_timeout: float = Field(default=30.0, gt=0)
     # The data lifecycle (leitstand/store/): sizes take KiB/MiB/GiB, ages s/m/h/d.
     min_free_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)] = 64 * 1024**2
+    rotate_bytes: Annotated[int | None, BeforeValidator(parse_optional_bytes)] = None
+    rotate_age: Annotated[float | None, BeforeValidator(parse_optional_age)] = None
     rejections_kept: int = Field(default=500, gt=0, le=100_000)
     # JSON Schemas per domain (leitstand/schemas/); unset: events are not checked.
     schema_dir: Path | None = None

@@ -11,7 +11,8 @@ MAX_DOMAIN = 253
 MAX_FILE_NAME = 255
 DATA_SUFFIX = ".jsonl"
 # Every file the service names after a domain is `<stem><suffix>` with one of these suffixes.
-HELPER_SUFFIXES = (DATA_SUFFIX, ".idem", ".quarantine", ".idem.tmp", ".seq", ".seq.tmp")
+HELPER_SUFFIXES = (DATA_SUFFIX, ".idem", ".quarantine", ".idem.tmp", ".seq", ".seq.tmp", ".seg",
+                   ".seg.tmp")
 _LONGEST_SUFFIX = max(len(s) for s in HELPER_SUFFIXES)
 # Domains up to this length are their own stem; longer ones are cut to a prefix plus a hash.
 # A hashed stem is longer than any plain one, so the two kinds never collide. The hash has

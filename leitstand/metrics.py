@@ -96,6 +96,10 @@ class Metrics:
             "Writes refused with 507 by the free-space guard (LEITSTAND_MIN_FREE_BYTES).",
             registry=r,
         )
+        self.rotations = Counter(
+            "leitstand_rotations", "Active files closed as segments, by domain.", ["domain"],
+            registry=r,
+        )
         self.up = Gauge("leitstand_up", "1 while the service is running.", registry=r)
         self.up.set(1)
 

@@ -33,6 +33,26 @@ def parse_age(value: object) -> float:
     return number * factor
 
 
+def parse_optional_bytes(value: object) -> int | None:
+    """`parse_bytes` of a positive size, with None, "" and "off" meaning: not set."""
+    return None if _unset(value) else int(_positive(parse_bytes(value)))
+
+
+def parse_optional_age(value: object) -> float | None:
+    """`parse_age` of a positive age, with None, "" and "off" meaning: not set."""
+    return None if _unset(value) else _positive(parse_age(value))
+
+
+def _positive(number: float) -> float:
+    if number <= 0:
+        raise ValueError("must be more than 0 (or off)")
+    return number
+
+
+def _unset(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "off"))
+
+
 def _split(value: object, example: str) -> tuple[float, str]:
     match = _NUMBER.fullmatch(value) if isinstance(value, str) else None
     if match is None:

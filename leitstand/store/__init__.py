@@ -6,6 +6,7 @@ from ..config import Settings
 from ..metrics import Metrics
 from .base import AppendResult, Batch, DomainInfo, Health, Idempotency, Store
 from .jsonl import JsonlStore, StoreOptions
+from .rotation import RotationPolicy
 
 
 def open_store(settings: Settings, metrics: Metrics) -> Store:
@@ -20,6 +21,7 @@ def open_store(settings: Settings, metrics: Metrics) -> Store:
                 idempotency_window=settings.idempotency_window,
                 idempotency_max_keys=settings.idempotency_max_keys,
                 min_free_bytes=settings.min_free_bytes,
+                rotation=RotationPolicy(settings.rotate_bytes, settings.rotate_age),
             ),
         )
     if settings.backend == "nats":

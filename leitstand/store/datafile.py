@@ -95,6 +95,14 @@ class DataFile:
         self._dir_synced = False
 
     @property
+    def dir_fd(self) -> int:
+        return self._dir_fd
+
+    @property
+    def helper_fd(self) -> int:
+        return self._helper_fd
+
+    @property
     def inode(self) -> int:
         return self._ident[1]
 

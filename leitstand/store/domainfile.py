@@ -21,6 +21,7 @@ from .base import AppendResult, Idempotency
 from .datafile import DataFile
 from .files import holds, storage_error
 from .intents import Group, Intent, IntentLog
+from .rotation import Rotation, RotationPolicy
 from .space import DEFAULT_MIN_FREE_BYTES, SpaceGuard
 
 log = logging.getLogger("leitstand.store")
@@ -36,6 +37,7 @@ class StoreOptions:
     # Domains whose files stay open (2 descriptors each); idle ones beyond are closed.
     max_open_domains: int = 128
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+    rotation: RotationPolicy = RotationPolicy()
 
 
 Outcome = AppendResult | LeitstandError
@@ -50,6 +52,8 @@ class DomainFile(DataFile):
         super().__init__(stem, dir_fd, helper_fd, metrics, fsync=options.fsync,
                          lock_timeout=options.lock_timeout, label=label)
         self.space = space
+        self.rotation = (Rotation(self, options.rotation, metrics)
+                         if options.rotation.enabled else None)
         self.intents = IntentLog(stem + ".idem", helper_fd, window=options.idempotency_window,
                                  max_keys=options.idempotency_max_keys)
 
@@ -90,6 +94,8 @@ class DomainFile(DataFile):
         fsync = self.fsync
         try:
             size = self.recover()
+            while self.rotation is not None and self.rotation.before_write(size):
+                size = self.recover()
             outcomes: list[Outcome] = []
             payloads: list[bytes] = []
             events = 0

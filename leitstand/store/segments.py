@@ -1,0 +1,179 @@
+"""Closed segments of a domain and the record of its active file.
+
+A rotation renames the active file `<stem>.jsonl` to `archive/<stem>/<UTC start>-<seq>.jsonl`
+(later compressed to `.jsonl.zst` or `.jsonl.gz`). `seq` numbers a domain's files in the order
+they were written: 1, 2, 3, ... and the active file has the next number. Names sort by time (the
+UTC time of the file's first line, then `seq`); readers order by `seq`.
+
+`.leitstand/<stem>.seg` records which inode the active file is and which `seq` it will get when
+it is closed, and when its first line was written: `{"ino": .., "seq": .., "start": ..}`. It is
+replaced atomically and only written while the active file's flock is held. When it does not
+name the active file (nothing was ever rotated, or a crash hit between a rotation's rename and
+the record's update), the active file's `seq` is one more than the largest known one — the same
+rule for writers and readers, so both always agree.
+"""
+
+from __future__ import annotations
+
+import calendar
+import errno
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from .files import replace_file
+
+ARCHIVE_DIR = "archive"
+RECORD_SUFFIX = ".seg"
+COMPRESSED_SUFFIXES = (".zst", ".gz")
+_NAME = re.compile(r"(\d{8}T\d{6}Z)-(\d{8,})\.jsonl(\.zst|\.gz)?")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A closed file of a domain. `suffix`: "" (raw), ".zst" or ".gz"."""
+
+    seq: int
+    start: str  # the UTC time of its first line, as in the name (20261203T081500Z)
+    name: str
+    suffix: str
+
+    @property
+    def start_time(self) -> float:
+        return float(calendar.timegm(time.strptime(self.start, "%Y%m%dT%H%M%SZ")))
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRecord:
+    ino: int
+    seq: int
+    start: float | None  # Unix time of the active file's first line, when known
+
+
+def segment_name(start: float, seq: int) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start))}-{seq:08d}.jsonl"
+
+
+def parse_segment_name(name: str) -> Segment | None:
+    match = _NAME.fullmatch(name)
+    if match is None:
+        return None
+    return Segment(int(match.group(2)), match.group(1), name, match.group(3) or "")
+
+
+class SegmentDir:
+    """The segments of one domain (`archive/<stem>/`) and its active-file record."""
+
+    def __init__(self, stem: str, dir_fd: int, helper_fd: int, *, fsync: bool) -> None:
+        self.stem = stem
+        self._dir_fd = dir_fd
+        self._helper_fd = helper_fd
+        self._fsync = fsync
+        self._record_name = stem + RECORD_SUFFIX
+        self._record: ActiveRecord | None = None  # as last read or written by us
+
+    # -- the archive directory -----------------------------------------------------------------
+    def open(self, *, create: bool = False) -> int | None:
+        """A descriptor of `archive/<stem>/` (None if it does not exist and not `create`)."""
+        archive = _open_subdir(self._dir_fd, ARCHIVE_DIR, create=create, fsync=self._fsync)
+        if archive is None:
+            return None
+        try:
+            return _open_subdir(archive, self.stem, create=create, fsync=self._fsync)
+        finally:
+            os.close(archive)
+
+    def list(self) -> list[Segment]:
+        """Every closed segment, by `seq`; of a segment that exists raw and compressed (a
+        compression that has not removed the raw copy yet) only the raw one."""
+        fd = self.open()
+        if fd is None:
+            return []
+        try:
+            return list_segments(fd)
+        finally:
+            os.close(fd)
+
+    # -- the active file's record (lock held for writing) --------------------------------------
+    def read_record(self) -> ActiveRecord | None:
+        try:
+            fd = os.open(self._record_name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         dir_fd=self._helper_fd)
+        except FileNotFoundError:
+            return None
+        try:
+            item = orjson.loads(os.read(fd, 4096))
+            return ActiveRecord(int(item["ino"]), int(item["seq"]), item.get("start"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+
+    def write_record(self, record: ActiveRecord) -> None:
+        payload = orjson.dumps({"ino": record.ino, "seq": record.seq, "start": record.start})
+        replace_file(self._record_name, self._helper_fd, payload, fsync=self._fsync)
+        self._record = record
+
+    def active_record(self, ino: int, *, first_line_at: float | None = None) -> ActiveRecord:
+        """(Lock held.) The record of the active file `ino`, written now if it named another
+        file, or to note `first_line_at` (the file is empty and about to get its first line)."""
+        record = self._record
+        if record is None or record.ino != ino:
+            record = self.read_record()
+        if record is None or record.ino != ino:
+            record = ActiveRecord(ino, active_seq(record, ino, self.list()), first_line_at)
+            self.write_record(record)
+        elif record.start is None and first_line_at is not None:
+            record = ActiveRecord(ino, record.seq, first_line_at)
+            self.write_record(record)
+        self._record = record
+        return record
+
+    def forget(self) -> None:
+        self._record = None
+
+
+def active_seq(record: ActiveRecord | None, ino: int, segments: list[Segment]) -> int:
+    """The `seq` of the active file with inode `ino` (see the module docstring)."""
+    if record is not None and record.ino == ino:
+        return record.seq
+    known = max((s.seq for s in segments), default=0)
+    if record is not None:
+        known = max(known, record.seq)
+    return known + 1
+
+
+def list_segments(fd: int) -> list[Segment]:
+    found: dict[int, Segment] = {}
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            segment = parse_segment_name(entry.name)
+            if segment is None:
+                continue
+            known = found.get(segment.seq)
+            if known is None or segment.suffix == "":
+                found[segment.seq] = segment
+    return [found[seq] for seq in sorted(found)]
+
+
+def _open_subdir(parent: int, name: str, *, create: bool, fsync: bool) -> int | None:
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+            if fsync:
+                os.fsync(parent)
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise RuntimeError(f"{name} is not a directory (a symlink?); refusing to use it"
+                               ) from exc
+        raise

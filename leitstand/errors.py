@@ -60,6 +60,14 @@ class NotFound(LeitstandError):
     reason = "not_found"
 
 
+class Gone(LeitstandError):
+    """A read cursor into a segment that retention has deleted; the answer carries
+    `next_cursor`, the oldest retained line."""
+
+    status = 410
+    reason = "gone"
+
+
 class BodyTimeout(LeitstandError):
     """The client did not send the whole body within LEITSTAND_BODY_TIMEOUT."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from dataclasses import astuple
 from pathlib import Path
 
 import anyio
@@ -144,12 +145,12 @@ async def test_bad_cursor_is_400(client: httpx.AsyncClient, cursor: str) -> None
 
 
 async def test_cursor_inside_a_line_is_400(client: httpx.AsyncClient) -> None:
-    from leitstand.store.reader import decode_cursor, encode_cursor
+    from leitstand.store.cursors import decode_cursor, encode_cursor
 
     await ingest(client, "aussen", {"n": 1}, {"n": 2})
     first = await client.get("/v1/events?domain=aussen&limit=1")
-    inode, offset = decode_cursor(first.headers["X-Next-Cursor"])
-    for forged in (encode_cursor(inode, offset - 1), encode_cursor(inode, offset + 1)):
+    seq, inode, offset = astuple(decode_cursor(first.headers["X-Next-Cursor"]))
+    for forged in (encode_cursor(seq, inode, offset - 1), encode_cursor(seq, inode, offset + 1)):
         response = await client.get("/v1/events", params={"domain": "aussen", "cursor": forged})
         assert response.status_code == 400
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..client import ConfigurationError, IngestError
-from . import schema, send, serve, spool, tail, token
+from . import lifecycle, schema, send, serve, spool, tail, token
 from .common import UsageError, fail
 
-COMMAND_MODULES = (send, serve, tail, schema, spool, token)
+COMMAND_MODULES = (send, serve, tail, schema, spool, token, lifecycle)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

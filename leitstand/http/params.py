@@ -58,6 +58,9 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
     403: error("The token may not read this domain (its `read` patterns in "
                "LEITSTAND_TOKENS_FILE).", RATE_HEADERS),
     404: error("Unknown domain: it has no data file.", RATE_HEADERS),
+    410: error("The cursor points into a segment that retention has deleted. The answer's "
+               "`next_cursor` (also in `X-Next-Cursor`) is the oldest retained line.",
+               RATE_HEADERS),
     429: error("Rate limit for this client IP exceeded (LEITSTAND_READ_RATE_LIMIT, shared by "
                "the read routes), or the token's own `rate_limit`.",
                {**RATE_HEADERS, **RETRY_AFTER}),

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import IdempotencyConflict, LeitstandError
 from ..metrics import Metrics
@@ -37,7 +37,7 @@ class StoreOptions:
     # Domains whose files stay open (2 descriptors each); idle ones beyond are closed.
     max_open_domains: int = 128
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
-    rotation: RotationPolicy = RotationPolicy()
+    rotation: RotationPolicy = field(default_factory=RotationPolicy)
 
 
 Outcome = AppendResult | LeitstandError

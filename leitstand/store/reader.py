@@ -1,27 +1,18 @@
 """The read side of the JSONL store: whole lines from a cursor, and cheap per-domain stats.
 
-Readers never hold the writers' flock while they read. To learn how far the file is settled they
-take it shared for the instant of one `fstat` (waiting at most `SETTLE_WAIT` seconds for a writer's
-group to finish): bytes below that size belong to groups whose writers have finished — a group
-still being written, which a failed write, fsync or crash may yet cut back, lies beyond it. Of the
-settled bytes only whole `\\n`-terminated lines are handed out.
-
-A cursor is opaque to clients: url-safe base64 of a version byte, the file's inode and the byte
-offset just after a line. A cursor whose inode is not the file's any more (the file was rotated
-or replaced) or that points past the end (the file was truncated) starts again at the beginning
-of the file that is there now. A cursor that is not at a line boundary was not handed out by us:
-400. (An inode number can be reused by a new file; such a cursor is then taken for that file.)
+Readers never hold the writers' flock while they read. To learn how far the active file is
+settled they take it shared for the instant of one `fstat` (waiting at most `SETTLE_WAIT` seconds
+for a writer's group to finish): bytes below that size belong to groups whose writers have
+finished — a group still being written, which a failed write, fsync or crash may yet cut back,
+lies beyond it. Of the settled bytes only whole `\\n`-terminated lines are handed out. Pages span
+the closed segments and the active file (`pages.py`); cursors are described in `cursors.py`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import errno
 import fcntl
 import os
 import stat
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -30,16 +21,11 @@ import anyio.to_thread
 import orjson
 
 from ..domains import DATA_SUFFIX, data_file_name, normalize_domain
-from ..errors import BadCursor, InvalidDomain, NotFound
+from ..errors import InvalidDomain
 from .base import Batch, DomainInfo
-from .files import partial_tail_start
+from .pages import read_batch
 
 _BLOCK = 65536
-_CURSOR = struct.Struct(">BQQ")
-_CURSOR_VERSION = 1
-_CURSOR_CHARS = len(base64.urlsafe_b64encode(b"\0" * _CURSOR.size).rstrip(b"="))
-# A page of lines stops early once it holds this many bytes (it always holds one whole line).
-MAX_BATCH_BYTES = 4 * 1024 * 1024
 _FIRST_LINE_MAX = 65536
 # Never follow a symlink; never wait for a writer when the name is a FIFO.
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -60,45 +46,9 @@ class FileReader:
     async def read(self, domain: str, *, cursor: str | None, limit: int,
                    tail: int | None) -> Batch:
         return await anyio.to_thread.run_sync(
-            lambda: read_batch(self._dir_fd, domain, cursor=cursor, limit=limit, tail=tail)
+            lambda: read_batch(self._dir_fd, domain, cursor=cursor, limit=limit, tail=tail,
+                               settle=settled_size)
         )
-
-
-def encode_cursor(inode: int, offset: int) -> str:
-    raw = _CURSOR.pack(_CURSOR_VERSION, inode, offset)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def decode_cursor(cursor: str) -> tuple[int, int]:
-    """(inode, offset) of a cursor; `BadCursor` if it is not one of ours."""
-    if len(cursor) != _CURSOR_CHARS:
-        raise BadCursor("invalid cursor")
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=")
-        version, inode, offset = _CURSOR.unpack(raw)
-    except (ValueError, binascii.Error, struct.error, UnicodeEncodeError):
-        raise BadCursor("invalid cursor") from None
-    if version != _CURSOR_VERSION:
-        raise BadCursor("invalid cursor")
-    return inode, offset
-
-
-def open_for_reading(name: str, dir_fd: int, domain: str) -> tuple[int, os.stat_result]:
-    """A read-only fd on the domain's data file; `NotFound` if it is missing or not a regular
-    file (a symlink is never followed; O_NONBLOCK: opening a FIFO must not wait for a writer)."""
-    try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise NotFound(f"unknown domain {domain!r}") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotFound(f"domain {domain!r} has no regular data file") from None
-        raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise NotFound(f"domain {domain!r} has no regular data file")
-    return fd, st
 
 
 SETTLE_WAIT = 2.0
@@ -121,81 +71,6 @@ def settled_size(fd: int) -> int:
             return os.fstat(fd).st_size
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-def read_batch(
-    dir_fd: int, domain: str, *, cursor: str | None, limit: int, tail: int | None,
-    max_bytes: int = MAX_BATCH_BYTES,
-) -> Batch:
-    """Whole lines of `domain` after `cursor` (or the last `tail` lines), at most `limit`."""
-    start_inode: int | None = None
-    offset = 0
-    if cursor is not None:
-        start_inode, offset = decode_cursor(cursor)
-    fd, st = open_for_reading(data_file_name(domain), dir_fd, domain)
-    try:
-        size = settled_size(fd)
-        if tail is not None:
-            end = partial_tail_start(fd, size)
-            offset = _start_of_last_lines(fd, end, tail)
-            limit = tail
-        elif start_inode is not None and (start_inode != st.st_ino or offset > size):
-            offset = 0
-        elif offset > 0 and os.pread(fd, 1, offset - 1) != b"\n":
-            raise BadCursor("cursor does not point at the end of a line")
-        lines, ends = _read_lines(fd, offset, size, limit, max_bytes)
-    finally:
-        os.close(fd)
-    cursors = [encode_cursor(st.st_ino, end) for end in ends]
-    return Batch(lines, cursors, cursors[-1] if cursors else encode_cursor(st.st_ino, offset))
-
-
-def _read_lines(
-    fd: int, offset: int, size: int, limit: int, max_bytes: int
-) -> tuple[list[bytes], list[int]]:
-    """Up to `limit` whole lines from `offset`, stopping at `size` or after `max_bytes`."""
-    lines: list[bytes] = []
-    ends: list[int] = []
-    buf = b""
-    base = offset  # file offset of buf[0]
-    read_to = offset
-    taken = 0
-    while len(lines) < limit and taken < max_bytes and read_to < size:
-        chunk = os.pread(fd, min(_BLOCK, size - read_to), read_to)
-        if not chunk:
-            break
-        read_to += len(chunk)
-        buf += chunk
-        start = 0
-        while len(lines) < limit and taken < max_bytes:
-            newline = buf.find(b"\n", start)
-            if newline < 0:
-                break
-            lines.append(buf[start:newline + 1])
-            taken += newline + 1 - start
-            start = newline + 1
-            ends.append(base + start)
-        buf = buf[start:]
-        base += start
-    return lines, ends
-
-
-def _start_of_last_lines(fd: int, end: int, count: int) -> int:
-    """Offset of the first of the last `count` whole lines ending at `end`."""
-    if count <= 0 or end == 0:
-        return end
-    seen = 0
-    pos = end - 1  # the newline that ends the last line is not a line start
-    while pos > 0:
-        start = max(0, pos - _BLOCK)
-        block = os.pread(fd, pos - start, start)
-        idx = len(block)
-        while (idx := block.rfind(b"\n", 0, idx)) >= 0:
-            seen += 1
-            if seen == count:
-                return start + idx + 1
-        pos = start
-    return 0
 
 
 # -- stats ---------------------------------------------------------------------------------------

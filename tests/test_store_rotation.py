@@ -1,0 +1,94 @@
+"""Rotation in-process: the active file is closed into `archive/<stem>/` by size, every line is
+in exactly one file, pages from the start walk every segment and then the active file, a cursor
+into the active file stays valid after it became a segment, `tail` spans segments, and
+idempotency keys keep answering across rotations and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from leitstand.errors import BadCursor
+from leitstand.metrics import Metrics
+from leitstand.store import Idempotency, JsonlStore, StoreOptions
+from leitstand.store.cursors import decode_cursor, encode_cursor
+from leitstand.store.rotation import RotationPolicy
+from leitstand.store.segments import parse_segment_name
+
+from .lifecycle_checks import all_lines, read_all
+
+pytestmark = pytest.mark.anyio
+
+
+def _line(n: int) -> bytes:
+    return orjson.dumps({"n": n, "domain": "aussen", "pad": "x" * 40}) + b"\n"
+
+
+def _store(data: Path, rotate_bytes: int = 1000) -> JsonlStore:
+    return JsonlStore(data, Metrics(), StoreOptions(rotation=RotationPolicy(rotate_bytes)))
+
+
+async def test_rotation_by_size_keeps_every_line_once_in_order(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        for n in range(200):
+            await store.append("aussen", [_line(n)])
+        lines = await read_all(store, "aussen", limit=7)
+    finally:
+        await store.close()
+    segments = sorted((tmp_path / "archive" / "aussen").iterdir())
+    assert len(segments) >= 10
+    for path in segments:
+        segment = parse_segment_name(path.name)
+        assert segment is not None and segment.suffix == ""
+        assert 0 < path.stat().st_size < 1000 + len(_line(999))
+    assert [orjson.loads(x)["n"] for x in all_lines(tmp_path, "aussen")] == list(range(200))
+    assert [orjson.loads(x)["n"] for x in lines] == list(range(200))
+
+
+async def test_cursor_into_the_active_file_survives_its_rotation(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        for n in range(5):
+            await store.append("aussen", [_line(n)])
+        page = await store.read("aussen", limit=3)
+        assert [orjson.loads(x)["n"] for x in page.lines] == [0, 1, 2]
+        before = decode_cursor(page.next_cursor)
+        for n in range(5, 60):  # several rotations
+            await store.append("aussen", [_line(n)])
+        rest = await read_all(store, "aussen", cursor=page.next_cursor, limit=10)
+        assert [orjson.loads(x)["n"] for x in rest] == list(range(3, 60))
+        assert decode_cursor((await store.read("aussen", limit=1)).cursors[0]).seq == before.seq
+        tail = await store.read("aussen", tail=45)  # spans several segments
+        assert [orjson.loads(x)["n"] for x in tail.lines] == list(range(15, 60))
+        after = await store.read("aussen", cursor=tail.next_cursor)
+        assert after.lines == [] and after.next_cursor == tail.next_cursor
+        for forged in (encode_cursor(before.seq, 0, before.offset + 1),  # inside a line
+                       encode_cursor(before.seq + 1000, 0, 0)):  # a file that never was
+            with pytest.raises(BadCursor):
+                await store.read("aussen", cursor=forged)
+    finally:
+        await store.close()
+
+
+async def test_idempotency_keys_work_across_rotation_and_restart(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        for n in range(30):
+            key = Idempotency.for_lines(f"k{n}", [_line(n)])
+            assert not (await store.append("aussen", [_line(n)], key)).replayed
+    finally:
+        await store.close()
+    assert len(list((tmp_path / "archive" / "aussen").iterdir())) >= 1
+    store = _store(tmp_path)
+    try:
+        results = await asyncio.gather(*(
+            store.append("aussen", [_line(n)], Idempotency.for_lines(f"k{n}", [_line(n)]))
+            for n in range(30)))
+        assert all(r.replayed for r in results)
+    finally:
+        await store.close()
+    assert [orjson.loads(x)["n"] for x in all_lines(tmp_path, "aussen")] == list(range(30))

@@ -302,8 +302,8 @@ async def test_read_routes_are_documented(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     expected = {
         "/v1/domains": {"200", "401", "403", "429"},
-        "/v1/events": {"200", "400", "401", "403", "404", "429"},
-        "/v1/stream": {"200", "400", "401", "403", "404", "429"},
+        "/v1/events": {"200", "400", "401", "403", "404", "410", "429"},
+        "/v1/stream": {"200", "400", "401", "403", "404", "410", "429"},
         "/v1/rejections": {"200", "400", "401", "403", "429"},
         "/v1/whoami": {"200", "401", "403", "429"},
     }

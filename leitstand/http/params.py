@@ -67,6 +67,6 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 # For the routes that are not about one domain: only a token that reads nothing gets 403.
 NO_DOMAIN_ERRORS: dict[int | str, dict[str, Any]] = {
-    **{k: v for k, v in READ_ERRORS.items() if k != 404},
+    **{k: v for k, v in READ_ERRORS.items() if k not in (404, 410)},
     403: error("The token may not read any domain (a producer's token).", RATE_HEADERS),
 }

@@ -49,17 +49,7 @@ impl Leitstand {
     }
 
     fn start_with(tls: Option<ServerTls<'_>>, env: &[(&str, &Path)], port: u16) -> Leitstand {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
-        let root = root.canonicalize().expect("repository root");
-        let python = root.join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} not found: this test runs the real leitstand server from the repository's \
-             venv. Create it with `make venv` in {} (`make test` does this before the Rust \
-             tests).",
-            python.display(),
-            root.display()
-        );
+        let (root, python) = repository_python();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let log = data_dir.path().join("server.log");
         let log_file = File::create(&log).expect("log file");
@@ -163,6 +153,22 @@ impl Drop for Leitstand {
         let _ = self.child.kill(); // by PID (SIGKILL); the data dir is a temp dir
         let _ = self.child.wait();
     }
+}
+
+/// The repository's root and the Python of its venv (which runs the server and the CLI).
+pub fn repository_python() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
+    let root = root.canonicalize().expect("repository root");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} not found: this test runs the real leitstand server from the repository's \
+         venv. Create it with `make venv` in {} (`make test` does this before the Rust \
+         tests).",
+        python.display(),
+        root.display()
+    );
+    (root, python)
 }
 
 /// A loopback port nobody listens on (right now).

@@ -136,6 +136,14 @@ impl Leitstand {
             .join(format!("{domain}.jsonl"))
     }
 
+    /// Complete lines in the domain's JSONL file so far (0 without one); safe to call while
+    /// the server writes.
+    pub fn line_count(&self, domain: &str) -> usize {
+        std::fs::read(self.jsonl(domain))
+            .map(|data| data.iter().filter(|&&b| b == b'\n').count())
+            .unwrap_or(0)
+    }
+
     /// The domain's JSONL file, one parsed value per line (each line checked to end in `\n`).
     pub fn stored(&self, domain: &str) -> Vec<Value> {
         let path = self.jsonl(domain);

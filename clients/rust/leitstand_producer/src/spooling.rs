@@ -11,7 +11,7 @@
 //! - A drain sends the queue oldest first, each entry under its own Idempotency-Key, and removes
 //!   an entry only after the server has it. It stops at the first failure time can heal (and
 //!   tries again after a backoff); an entry the server refuses for good moves to `rejected/`;
-//!   an auth failure stops the drain and keeps everything.
+//!   an auth failure (401, 403) stops the drain and keeps everything.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -236,7 +236,11 @@ impl Drain<'_> {
     /// `rejected/` (the server refuses it for good) and go on.
     pub fn failed(&mut self, error: Error) -> Result<(), Error> {
         let (name, _, _) = self.current.take().expect("an entry was sent");
-        if spoolable(&error) || matches!(error, Error::Auth { .. }) {
+        let auth = matches!(
+            error,
+            Error::Auth { .. } | Error::Rejected { status: 403, .. }
+        );
+        if spoolable(&error) || auth {
             self.spool.record_error(&error.to_string(), Some(&name));
             self.error = Some(error);
             return Ok(());
@@ -248,5 +252,83 @@ impl Drain<'_> {
         );
         self.flushed.rejected += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spooler_with(entries: usize) -> (tempfile::TempDir, Spooler) {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = RetryPolicy {
+            retries: 0,
+            backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(1),
+        };
+        let spooler = Spooler::open(dir.path(), 1 << 20, &policy).unwrap();
+        for n in 0..entries {
+            let chunk = crate::encode::chunk(format!("{{\"n\":{n}}}\n").into_bytes(), 1, true);
+            spooler.keep("aussen", &chunk, None).unwrap();
+        }
+        (dir, spooler)
+    }
+
+    fn rejected(status: u16) -> Error {
+        Error::Rejected {
+            status,
+            detail: "no".into(),
+        }
+    }
+
+    #[test]
+    fn a_refused_entry_moves_aside_and_the_drain_goes_on() {
+        let (dir, spooler) = spooler_with(2);
+        let mut drain = spooler.start_drain(false).unwrap().unwrap();
+        let first = drain.next().unwrap().unwrap();
+        assert_eq!(first.chunk.body, b"{\"n\":0}\n", "stored uncompressed");
+        drain.failed(rejected(422)).unwrap();
+        drain.next().unwrap().unwrap();
+        drain.sent().unwrap();
+        assert!(drain.next().unwrap().is_none());
+        let flushed = spooler.finish(drain).unwrap();
+        assert_eq!(
+            (flushed.batches, flushed.events, flushed.rejected),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("rejected"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert!(!spooler.must_wait().unwrap());
+    }
+
+    #[test]
+    fn time_and_auth_failures_stop_the_drain_and_keep_everything() {
+        for error in [
+            rejected(403),
+            rejected(408),
+            Error::Auth {
+                status: 401,
+                detail: "no".into(),
+            },
+            Error::Server {
+                status: 503,
+                detail: "busy".into(),
+                attempts: 1,
+            },
+        ] {
+            let (_dir, spooler) = spooler_with(2);
+            let mut drain = spooler.start_drain(false).unwrap().unwrap();
+            drain.next().unwrap().unwrap();
+            drain.failed(error).unwrap();
+            assert!(drain.next().unwrap().is_none(), "stopped");
+            assert!(spooler.finish(drain).is_err());
+            assert_eq!(spooler.spool.names().unwrap().len(), 2, "both kept");
+            assert!(!spooler.due(), "the next try waits for the backoff");
+        }
     }
 }

@@ -102,6 +102,7 @@ class Access:
         """The tokens file's state for /health (no names, no path), or None without a file."""
         if self.file is None:
             return None
+        self.file.current()  # a monitor polling /health sees a changed file, too
         error = self.file.error
         if error is None:
             return {"file": "ok", "loaded_at": rfc3339_epoch(self.loaded_at)}

@@ -53,6 +53,7 @@ function showLogin(message) {
   stopAll();
   $("dashboard").hidden = true;
   $("logout").hidden = true;
+  $("who").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
   setStatus("");
@@ -61,19 +62,33 @@ function showLogin(message) {
 
 async function login(token) {
   state.token = token;
+  let me;
   try {
-    await api("/v1/domains");
+    me = await (await api("/v1/whoami")).json();
   } catch (err) {
     sessionStorage.removeItem(TOKEN_KEY);
     state.token = null;
-    showLogin(err.status === 401 ? "The token was not accepted." : `Cannot connect: ${err.message}`);
+    showLogin(err.status === 401 ? "The token was not accepted."
+      : err.status === 403 ? `This token may not read any domain: ${err.message}`
+        : `Cannot connect: ${err.message}`);
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
+  showIdentity(me);
   $("login").hidden = true;
   $("dashboard").hidden = false;
   $("logout").hidden = false;
   startPolling();
+}
+
+// Say whose view this is: a token sees only the domains (and rejections) it may read.
+function showIdentity(me) {
+  const all = me.read.includes("*");
+  $("who").textContent = `${me.name} · reads ${all ? "every domain" : me.read.join(", ")}`;
+  $("who").title = all ? "" : "Only the domains this token may read are shown.";
+  $("who").hidden = false;
+  $("scope-note").textContent = all ? ""
+    : `Showing only what token ${me.name} may read: ${me.read.join(", ")}.`;
 }
 
 function stopAll() {

@@ -9,19 +9,19 @@ token), `stored` and `rejected` (the metrics). The token set is LEITSTAND_TOKEN'
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits import parse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import Request
 
 from ..errors import Forbidden, RateLimited, Unauthorized
+from ..http.ratelimit import MovingWindow
 from ..metrics import CappedLabels
 from ..reloading import Reloadable, file_fingerprint, on_sighup
 from .tokenfile import TokenFileError, load_token_file
@@ -72,8 +72,7 @@ class Access:
                                    lambda: file_fingerprint(tokens_file), interval=interval,
                                    settle=settle, on_change=self._changed)
         self.metrics.loaded.set(len(self._in_force))
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._limits: dict[str, RateLimitItem] = {}
+        self._windows: dict[str, MovingWindow] = {}  # per token name and limit
 
     # -- the set in force, and its reloading --------------------------------------------------
     def tokens(self) -> TokenSet:
@@ -128,19 +127,18 @@ class Access:
         request.state.token_name = token.name
         self.metrics.requests.labels(self._label(token)).inc()
         if token.rate_limit is not None:
-            self._hit_token_limit(token)
+            self._hit_token_limit(token, token.rate_limit)
         return token
 
-    def _hit_token_limit(self, token: Token) -> None:
-        item = self._limits.get(token.rate_limit or "")
-        if item is None:
-            item = self._limits[token.rate_limit or ""] = parse(token.rate_limit or "")
-        key = f"{token.name}:{token.rate_limit}"
-        if not self._limiter.hit(item, key):
-            reset_at, _ = self._limiter.get_window_stats(item, key)
-            retry = str(max(1, int(reset_at - time.time()) + 1))
+    def _hit_token_limit(self, token: Token, spec: str) -> None:
+        window = self._windows.get(spec)  # one window per limit, keyed by token name
+        if window is None:
+            item = parse(spec)
+            window = self._windows[spec] = MovingWindow(item.amount, item.get_expiry())
+        allowed, _, frees_in = window.hit(token.name)
+        if not allowed:
             raise RateLimited(f"rate limit of token '{token.name}' exceeded",
-                              headers={"Retry-After": retry})
+                              headers={"Retry-After": str(max(1, math.ceil(frees_in)))})
 
     def require_write(self, request: Request, domain: str) -> None:
         token: Token = request.state.token

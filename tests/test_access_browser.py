@@ -37,6 +37,7 @@ def test_a_read_only_token_sees_only_its_domains(browser: Browser,  # noqa: F811
         assert ingest(server, domain, {"event": "hello", "where": domain}, FULL) == 202
     assert ingest(server, "keller", {"event": "x"}, WRITER) == 403  # a rejection of keller
     assert ingest(server, "garten.teich", {"event": "x"}, "wrong") == 401  # and one of garten
+    assert ingest(server, "aussen", {"event": "x"}, WRITER) == 403  # and one of aussen
 
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     errors: list[str] = []
@@ -65,8 +66,11 @@ def test_a_read_only_token_sees_only_its_domains(browser: Browser,  # noqa: F811
     expect(page.locator("#tail .entry pre").first).to_contain_text('"where": "aussen"',
                                                                    timeout=WAIT_MS)
     rejected = page.locator("#rejections tbody tr")
-    expect(rejected).to_have_count(1, timeout=WAIT_MS)
-    expect(rejected.first).to_contain_text("garten.teich")
+    expect(rejected).to_have_count(2, timeout=WAIT_MS)  # not keller's, not the sign-in's
+    expect(rejected.first).to_contain_text("token 'sensor' may not write domain 'aussen'")
+    expect(rejected.first.locator("td").nth(3)).to_have_text("sensor")  # the Token column
+    expect(rejected.nth(1)).to_contain_text("garten.teich")
+    expect(rejected.nth(1)).to_contain_text("invalid X-Auth token")
     body = page.locator("body").inner_text()
     assert "keller" not in body and "haustuer" not in body
     assert errors == []

@@ -72,6 +72,8 @@ class Access:
                                    lambda: file_fingerprint(tokens_file), interval=interval,
                                    settle=settle, on_change=self._changed)
         self.metrics.loaded.set(len(self._in_force))
+        if self.file is None:
+            self.metrics.file_ok.set(1)  # no file, nothing broken
         self._windows: dict[str, MovingWindow] = {}  # per token name and limit
 
     # -- the set in force, and its reloading --------------------------------------------------

@@ -249,8 +249,8 @@ function updateRejections(items) {
     status.append(badge);
     const reason = cell(r.reason, "reason");
     if (r.errors && r.errors.length) reason.append(schemaErrors(r.errors));
-    tr.append(cell(formatTime(r.time)), status, cell(r.client), cell(r.route),
-      cell(r.domain || "–"), reason);
+    tr.append(cell(formatTime(r.time)), status, cell(r.client), cell(r.token || "–"),
+      cell(r.route), cell(r.domain || "–"), reason);
     return tr;
   }));
   $("rejections-empty").hidden = items.length > 0;

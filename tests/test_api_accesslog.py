@@ -174,9 +174,9 @@ def test_every_leitstand_log_line_is_safe() -> None:
 
 
 async def test_the_service_logs_through_the_safe_formatter(client) -> None:
-    from leitstand.logs import SafeFormatter
+    from leitstand.logs import LoopBatchingHandler, SafeFormatter
 
     # The service's own handler (pytest adds its capture handlers next to it).
     handlers = [h for h in logging.getLogger("leitstand").handlers
-                if type(h) is logging.StreamHandler]
+                if type(h) is LoopBatchingHandler]
     assert handlers and all(isinstance(h.formatter, SafeFormatter) for h in handlers)

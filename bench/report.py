@@ -48,7 +48,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
     groups = row.get("commit_groups") or {}
     mean_group = groups.get("mean_requests_per_group")
     return [
-        row["kind"], str(row["workers"]), str(row["connections"]),
+        row["kind"] + ("" if row.get("server", "uvicorn") == "uvicorn" else f" ({row['server']})"),
+        str(row["workers"]), str(row["connections"]),
         f"{row['requests_per_second']:,.0f}", f"{row['events_per_second']:,.0f}",
         f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", f"{row['server_cpu_percent']:.0f}%",
         f"{cpu_per_request(row):,.0f} us",

@@ -26,7 +26,7 @@ import httpx
 
 from . import cases, machine, report, wrk
 from .floors import disk_floor
-from .server import RATE_LIMIT, ROOT, Server
+from .server import RATE_LIMIT, ROOT, SERVERS, Server
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -78,8 +78,11 @@ def drive(server: Server, kind: cases.Kind, connections: int, seconds: float,
 
 
 def run_case(work: Path, kind: cases.Kind, workers: int, connections: int,
-             seconds: float, warmup: float, target: str = "app:app") -> dict[str, Any]:
+             seconds: float, warmup: float, target: str = "app:app",
+             server_name: str = "uvicorn") -> dict[str, Any]:
     name = f"{kind.name}-c{connections}-w{workers}"
+    if server_name != "uvicorn":  # the README's way keeps the plain names (and the targets)
+        name += f"-{server_name}"
     data_dir = work / name / "data"
     data_dir.mkdir(parents=True)
     env = leitstand_env(data_dir)
@@ -88,9 +91,10 @@ def run_case(work: Path, kind: cases.Kind, workers: int, connections: int,
         schema_dir.mkdir()
         (schema_dir / cases.SCHEMA_FILE).write_text(json.dumps(kind.schema))
         env["LEITSTAND_SCHEMA_DIR"] = str(schema_dir)
-    server = Server(target, workers=workers, log_path=work / name / "server.log", env=env)
+    server = SERVERS[server_name](target, workers=workers, log_path=work / name / "server.log",
+                                  env=env)
     row = measure(server, kind, connections, seconds, warmup, data_dir, work / name / "body")
-    return {"case": name, "workers": workers, **row}
+    return {"case": name, "workers": workers, "server": server_name, **row}
 
 
 def measure(server: Any, kind: cases.Kind, connections: int, seconds: float, warmup: float,
@@ -190,10 +194,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 floor_runs.setdefault((workers, connections), []).append(floor)
                 print(report.floor_line(floor), flush=True)
                 for kind in kinds:
-                    row = run_case(work, kind, workers, connections, args.seconds, args.warmup,
-                                   args.target)
-                    case_runs.setdefault(row["case"], []).append(row)
-                    print(report.case_line(row), flush=True)
+                    for server_name in args.server:
+                        row = run_case(work, kind, workers, connections, args.seconds,
+                                       args.warmup, args.target, server_name)
+                        case_runs.setdefault(row["case"], []).append(row)
+                        print(report.case_line(row), flush=True)
     disk.append(disk_floor(work, line, seconds=args.disk_seconds))
     print(f"disk floor (again): {disk[1]['lines_per_second']:,.0f} lines/s", flush=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -285,6 +290,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=list(cases.KINDS))
     parser.add_argument("--target", default="app:app",
                         help="the ASGI app uvicorn serves (to compare variants while profiling)")
+    parser.add_argument("--server", nargs="+", choices=sorted(SERVERS), default=["uvicorn"],
+                        help="the ASGI server(s) each case runs under, in the same run "
+                        "(uvicorn, as the README starts it; granian: cases named ...-granian)")
     parser.add_argument("--no-doc", action="store_true",
                         help="do not rewrite bench/latest.json and docs/benchmarks.*")
     parser.add_argument("--soak", action="store_true",

@@ -1,17 +1,19 @@
 """The server under load: the shared `testing.ServerProcess` (leitstand as the README starts
-it, or the floor app), plus the CPU time of its processes for the report."""
+it, or the floor app), or the same app under granian (`--server granian`), plus the CPU time of
+its processes for the report."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from testing import ROOT, ServerProcess
 from testing import UNLIMITED as RATE_LIMIT
-from testing.processes import children
+from testing.processes import children, clean_env
 
 from . import machine
 
-__all__ = ["RATE_LIMIT", "ROOT", "Server"]
+__all__ = ["RATE_LIMIT", "ROOT", "SERVERS", "GranianServer", "Server"]
 
 
 class Server(ServerProcess):
@@ -36,5 +38,37 @@ class Server(ServerProcess):
         return pids
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds of uvicorn and its workers so far."""
+        """User + system CPU seconds of the server and its workers so far."""
         return sum(machine.cpu_seconds(pid) for pid in self.all_pids())
+
+
+class GranianServer(Server):
+    """The same app under granian (`granian --interface asgi`): a supervisor process and
+    `workers` worker processes, every one of which serves requests."""
+
+    def start(self, timeout: float = 60.0) -> GranianServer:
+        env = {**clean_env(), "LEITSTAND_RATE_LIMIT": RATE_LIMIT, **self.extra_env}
+        cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--no-ws",
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+               *self.args, self.target]
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.spawn(cmd, cwd=ROOT, env=env)
+        try:
+            self.wait_ready(timeout, log_start)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _workers_started(self, log_start: int) -> bool:
+        with open(self.log_path, "rb") as log:
+            log.seek(log_start)
+            started = log.read().count(b"Started worker-")
+        return started >= self.workers and len(self.worker_pids()) == self.workers
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        return children(self.proc.pid)
+
+
+SERVERS: dict[str, type[Server]] = {"uvicorn": Server, "granian": GranianServer}

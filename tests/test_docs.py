@@ -71,3 +71,23 @@ def test_security_policy_names_tests_that_exist() -> None:
     assert named
     missing = [name for name in named if name not in defined and f"tests/{name}" not in defined]
     assert not missing, missing
+
+
+def test_every_variable_the_docs_name_exists() -> None:
+    """A `LEITSTAND_*` name in README.md, SECURITY.md or docs/ is a server setting, a client
+    setting, or a knob the test suite reads (no renamed or invented variables)."""
+    from dataclasses import fields
+
+    from leitstand.client.config import ClientConfig
+    from leitstand.config import Settings, env_name
+
+    known = {env_name(f) for f in Settings.model_fields}
+    known |= {f"LEITSTAND_{f.name.upper()}" for f in fields(ClientConfig)}
+    suite = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").glob("*.py"))
+    for page in PAGES:
+        text = (ROOT / page).read_text(encoding="utf-8")
+        for name, wildcard in re.findall(r"(LEITSTAND_[A-Z0-9]+(?:_[A-Z0-9]+)*)(_\*)?", text):
+            if wildcard:
+                assert any(k.startswith(name + "_") for k in known), f"{page}: {name}_*"
+            else:
+                assert name in known or f'"{name}"' in suite, f"{page} names unknown {name}"

@@ -91,3 +91,19 @@ def test_every_variable_the_docs_name_exists() -> None:
                 assert any(k.startswith(name + "_") for k in known), f"{page}: {name}_*"
             else:
                 assert name in known or f'"{name}"' in suite, f"{page} names unknown {name}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_make_target_and_command_the_docs_name_exists(page: str) -> None:
+    import argparse
+
+    from leitstand.cli import build_parser
+
+    text = (ROOT / page).read_text(encoding="utf-8")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for target in set(re.findall(r"(?:`|^)make ([a-z][a-z-]*)", text, re.M)):
+        assert re.search(rf"^{target}:", makefile, re.M), f"{page}: make {target}"
+    subparsers = next(a for a in build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction))
+    for command in set(re.findall(r"`leitstand ([a-z]+)", text)):
+        assert command in subparsers.choices, f"{page}: leitstand {command}"

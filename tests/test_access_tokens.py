@@ -195,12 +195,17 @@ def test_token_check_validates_a_file(tmp_path) -> None:
     good = tmp_path / "good.toml"
     good.write_text(entry("a", "s") + entry("b", "t", read='["*"]',
                                             extra='expires = "2001-01-01T00:00:00Z"'))
+    good.chmod(0o600)
     bad = tmp_path / "bad.toml"
     bad.write_text(entry("a", "s") + entry("a", "t"))
     run = [sys.executable, "-m", "leitstand.cli", "token", "check"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr
-    assert "2 token(s)" in ok.stdout and "EXPIRED" in ok.stdout
+    assert "2 token(s)" in ok.stdout and "EXPIRED" in ok.stdout and "warning" not in ok.stdout
+    good.chmod(0o666)
+    loose = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60,
+                           cwd=ROOT)
+    assert loose.returncode == 0 and "writable by group or others" in loose.stdout
     broken = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60,
                             cwd=ROOT)
     assert broken.returncode == 2

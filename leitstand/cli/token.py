@@ -74,6 +74,9 @@ def run_check(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     now = datetime.now(timezone.utc)
     print(f"{args.file}: {len(tokens)} token(s)")
+    if args.file.stat().st_mode & 0o022:
+        # Whoever may write the file may add a token of their own with every right.
+        print(f"warning: {args.file} is writable by group or others (chmod go-w)")
     for token in tokens.tokens:
         notes = [f"write {list(token.write.patterns)}", f"read {list(token.read.patterns)}"]
         if token.rate_limit:

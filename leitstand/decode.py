@@ -178,9 +178,8 @@ def _parse(body: bytes, kind: MediaKind, max_events: int) -> list[dict[str, Any]
         if not items:
             raise BadRequest("empty array: send at least one event")
     else:
-        items = _ndjson_at_once(body, max_events)
-        if items is None:
-            items = _ndjson_line_by_line(body, max_events)
+        at_once = _ndjson_at_once(body, max_events)
+        items = at_once if at_once is not None else _ndjson_line_by_line(body, max_events)
     _check_count(len(items), max_events)
     for index, item in enumerate(items):
         if not isinstance(item, dict):

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     min_free_bytes: Annotated[int, BeforeValidator(parse_bytes), Field(ge=0)] = 64 * 1024**2
     rotate_bytes: Annotated[int | None, BeforeValidator(parse_optional_bytes)] = None
     rotate_age: Annotated[float | None, BeforeValidator(parse_optional_age)] = None
+    # Unset: zstd when rotation is on, else none (see `compress_method`).
+    compress: Literal["zstd", "gzip", "none"] | None = None
+    retain_age: Annotated[float | None, BeforeValidator(parse_optional_age)] = None
+    retain_bytes: Annotated[int | None, BeforeValidator(parse_optional_bytes)] = None
     rejections_kept: int = Field(default=500, gt=0, le=100_000)
     # JSON Schemas per domain (leitstand/schemas/); unset: events are not checked.
     schema_dir: Path | None = None
@@ -153,6 +157,12 @@ class Settings(BaseSettings):
         if not self.token and self.tokens_file is None:
             raise ValueError(_NO_TOKEN)
         return self
+
+    def compress_method(self) -> str:
+        """How closed segments are compressed: as set, else zstd when rotation is on."""
+        if self.compress is not None:
+            return self.compress
+        return "zstd" if self.rotate_bytes or self.rotate_age else "none"
 
     def token_bytes(self) -> tuple[bytes, ...]:
         return tuple(t.get_secret_value().encode("ascii") for t in self.token)

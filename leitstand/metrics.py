@@ -100,6 +100,18 @@ class Metrics:
             "leitstand_rotations", "Active files closed as segments, by domain.", ["domain"],
             registry=r,
         )
+        self.compressions = Counter(
+            "leitstand_compressions", "Closed segments compressed, by domain.", ["domain"],
+            registry=r,
+        )
+        self.retention_deletions = Counter(
+            "leitstand_retention_deletions", "Segments deleted by retention, by domain.",
+            ["domain"], registry=r,
+        )
+        self.segments = Gauge(
+            "leitstand_segments", "Closed segments kept, by domain (as of the last upkeep).",
+            ["domain"], registry=r,
+        )
         self.up = Gauge("leitstand_up", "1 while the service is running.", registry=r)
         self.up.set(1)
 

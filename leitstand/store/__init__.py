@@ -6,6 +6,7 @@ from ..config import Settings
 from ..metrics import Metrics
 from .base import AppendResult, Batch, DomainInfo, Health, Idempotency, Store
 from .jsonl import JsonlStore, StoreOptions
+from .retention import RetentionPolicy
 from .rotation import RotationPolicy
 
 
@@ -22,6 +23,8 @@ def open_store(settings: Settings, metrics: Metrics) -> Store:
                 idempotency_max_keys=settings.idempotency_max_keys,
                 min_free_bytes=settings.min_free_bytes,
                 rotation=RotationPolicy(settings.rotate_bytes, settings.rotate_age),
+                compress=settings.compress_method(),
+                retention=RetentionPolicy(settings.retain_age, settings.retain_bytes),
             ),
         )
     if settings.backend == "nats":

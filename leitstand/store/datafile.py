@@ -142,15 +142,15 @@ class DataFile:
     def follow_rotation(self) -> None:
         """(Lock held.) If the file was rotated or removed under us, lock the file the name
         points to now."""
-        if names(self.name, self._dir_fd, self._ident):
-            return
-        self.close()
-        self.open()
-        try:
-            self.lock()
-        except LockTimeout:
+        # Checked again after every lock: the file opened may be rotated away while we wait.
+        while not names(self.name, self._dir_fd, self._ident):
             self.close()
-            raise
+            self.open()
+            try:
+                self.lock()
+            except LockTimeout:
+                self.close()
+                raise
 
     def size(self) -> int:
         assert self.fd is not None

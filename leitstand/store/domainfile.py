@@ -21,6 +21,7 @@ from .base import AppendResult, Idempotency
 from .datafile import DataFile
 from .files import holds, storage_error
 from .intents import Group, Intent, IntentLog
+from .retention import RetentionPolicy
 from .rotation import Rotation, RotationPolicy
 from .space import DEFAULT_MIN_FREE_BYTES, SpaceGuard
 
@@ -38,6 +39,8 @@ class StoreOptions:
     max_open_domains: int = 128
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
+    compress: str = "none"  # of closed segments: zstd, gzip or none
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 Outcome = AppendResult | LeitstandError

@@ -31,6 +31,7 @@ from ..metrics import Metrics
 from .base import AppendResult, Batch, DomainInfo, Health, Idempotency
 from .datafile import open_data_dir, open_helper_dir
 from .domainfile import DomainFile, Outcome, StoreOptions
+from .maintenance import Maintenance, maintenance_needed
 from .reader import FileReader
 from .space import SpaceGuard
 
@@ -62,6 +63,10 @@ class JsonlStore:
         self._pool = ThreadPoolExecutor(options.io_threads, thread_name_prefix="leitstand-io")
         self._recover_all()
         self._reader = FileReader(self._dir_fd)
+        self._maintenance: Maintenance | None = None
+        if maintenance_needed(options):
+            self._maintenance = Maintenance(self._dir_fd, self._helper_fd, metrics, options)
+            self._maintenance.start()
 
     def writer(self, domain: str) -> DomainWriter:
         writer = self._writers.pop(domain, None)
@@ -69,6 +74,8 @@ class JsonlStore:
             self._close_idle_writers(self._options.max_open_domains - 1)
             file = DomainFile(file_stem(domain), self._dir_fd, self._helper_fd, self._metrics,
                               self._options, label=domain, space=self.space)
+            if file.rotation is not None and self._maintenance is not None:
+                file.rotation.after_rotate = self._maintenance.wake
             writer = DomainWriter(file, self._pool, self._metrics, self._options)
         self._writers[domain] = writer  # the most recently used last
         return writer
@@ -100,6 +107,8 @@ class JsonlStore:
         return Health(ok=True)  # the files are local: whatever fails, fails per request
 
     async def close(self) -> None:
+        if self._maintenance is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._maintenance.stop)
         for writer in self._writers.values():
             await writer.close()
         self._writers.clear()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..metrics import Metrics
@@ -59,6 +60,7 @@ class Rotation:
         self.policy = policy
         self.segments = SegmentDir(file.stem, file.dir_fd, file.helper_fd, fsync=file.fsync)
         self._metrics = metrics
+        self.after_rotate: Callable[[], None] | None = None  # e.g. wake the compressor
 
     def before_write(self, size: int) -> bool:
         """(Lock held, file clean at `size`.) Rotate if due; True if it did (the caller then
@@ -69,18 +71,18 @@ class Rotation:
                                              first_line_at=now if size == 0 else None)
         if not self.policy.due(size, record, now):
             return False
-        self.rotate(record)
+        self.rotate()
         return True
 
-    def rotate(self, record: ActiveRecord | None = None) -> Segment | None:
+    def rotate(self) -> Segment | None:
         """(Lock held, file clean.) Close the active file as the next segment; None if it is
         empty (nothing to close). Afterwards the file holds the lock on the new active file."""
         file = self.file
         assert file.fd is not None
         if file.size() == 0:
             return None
-        if record is None:
-            record = self.segments.active_record(file.inode)
+        # The seq against a fresh listing: a record can be stale after a crash (see segments.py)
+        record = self.segments.active_record(file.inode, segments=self.segments.list())
         name = segment_name(record.start or time.time(), record.seq)
         archive = self.segments.open(create=True)
         assert archive is not None
@@ -97,6 +99,8 @@ class Rotation:
         self._metrics.rotations.labels(self._metrics.domain_label(file.label)).inc()
         file.follow_rotation()
         self.segments.active_record(file.inode)
+        if self.after_rotate is not None:
+            self.after_rotate()
         segment = parse_segment_name(name)
         assert segment is not None
         return segment

@@ -74,7 +74,6 @@ class SegmentDir:
         self._helper_fd = helper_fd
         self._fsync = fsync
         self._record_name = stem + RECORD_SUFFIX
-        self._record: ActiveRecord | None = None  # as last read or written by us
 
     # -- the archive directory -----------------------------------------------------------------
     def open(self, *, create: bool = False) -> int | None:
@@ -116,32 +115,35 @@ class SegmentDir:
     def write_record(self, record: ActiveRecord) -> None:
         payload = orjson.dumps({"ino": record.ino, "seq": record.seq, "start": record.start})
         replace_file(self._record_name, self._helper_fd, payload, fsync=self._fsync)
-        self._record = record
 
-    def active_record(self, ino: int, *, first_line_at: float | None = None) -> ActiveRecord:
+    def active_record(self, ino: int, *, first_line_at: float | None = None,
+                      segments: list[Segment] | None = None) -> ActiveRecord:
         """(Lock held.) The record of the active file `ino`, written now if it named another
-        file, or to note `first_line_at` (the file is empty and about to get its first line)."""
-        record = self._record
+        file, or to note `first_line_at` (the file is empty and about to get its first line).
+        With `segments` (a fresh listing) a record whose `seq` is taken is corrected too: the
+        inode of a file that was rotated away (and compressed) can come back for a new file.
+        Read from disk every time: other processes rotate too."""
+        record = self.read_record()
+        seq = None
         if record is None or record.ino != ino:
-            record = self.read_record()
-        if record is None or record.ino != ino:
-            record = ActiveRecord(ino, active_seq(record, ino, self.list()), first_line_at)
+            seq = active_seq(record, ino, self.list() if segments is None else segments)
+        elif segments is not None:
+            seq = active_seq(record, ino, segments)
+        if seq is not None and (record is None or record.ino != ino or record.seq != seq):
+            record = ActiveRecord(ino, seq, first_line_at)
             self.write_record(record)
-        elif record.start is None and first_line_at is not None:
+        elif record is not None and record.start is None and first_line_at is not None:
             record = ActiveRecord(ino, record.seq, first_line_at)
             self.write_record(record)
-        self._record = record
+        assert record is not None
         return record
-
-    def forget(self) -> None:
-        self._record = None
 
 
 def active_seq(record: ActiveRecord | None, ino: int, segments: list[Segment]) -> int:
     """The `seq` of the active file with inode `ino` (see the module docstring)."""
-    if record is not None and record.ino == ino:
-        return record.seq
     known = max((s.seq for s in segments), default=0)
+    if record is not None and record.ino == ino and record.seq > known:
+        return record.seq
     if record is not None:
         known = max(known, record.seq)
     return known + 1

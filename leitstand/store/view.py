@@ -50,7 +50,7 @@ class DomainView:
         for _ in range(_ATTEMPTS):
             self.close()
             fd = _open_active(name, self._dir_fd, self.domain)
-            ino = identity(fd)[1] if fd is not None else -1
+            ino = identity(fd)[1] if fd is not None else 0
             size = settle(fd) if fd is not None else 0
             record = self._read_record()
             self._archive_fd = _open_archive(self._dir_fd, self.stem)

@@ -1,0 +1,157 @@
+"""Background upkeep of the data directory, in one thread per process: rotation by age (also of
+idle domains), compression of closed segments, retention, and the per-domain disk metrics.
+
+Every step takes the same flocks as any other process (the data file's for rotation, a raw
+segment's for compression and deletion), so several workers — or a worker and `leitstand rotate`
+— can run it at the same time: whoever gets a lock does the step, the others skip it this round.
+A rotation in this process wakes the thread at once; otherwise it looks every `interval` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from ..domains import DATA_SUFFIX
+from ..errors import LeitstandError
+from ..metrics import Metrics
+from .compress import clean, compress_segment, raw_segments
+from .domainfile import DomainFile, StoreOptions
+from .retention import apply_retention
+from .segments import ARCHIVE_DIR, list_segments
+
+log = logging.getLogger("leitstand.store")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def maintenance_needed(options: StoreOptions) -> bool:
+    return (options.rotation.enabled or options.compress != "none"
+            or options.retention.enabled)
+
+
+class Maintenance:
+    def __init__(self, dir_fd: int, helper_fd: int, metrics: Metrics, options: StoreOptions,
+                 *, interval: float = 5.0) -> None:
+        self._dir_fd = dir_fd
+        self._helper_fd = helper_fd
+        self._metrics = metrics
+        self._options = options
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Remove what an interrupted compression left (before anything is compressed), then
+        run in the background."""
+        for stem in self._archived_stems():
+            archive = self._open_archive(stem)
+            if archive is not None:
+                try:
+                    clean(archive, fsync=self._options.fsync)
+                finally:
+                    os.close(archive)
+        self._thread = threading.Thread(target=self._run, name="leitstand-maintenance",
+                                        daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception:  # keep going: the next round may well succeed
+                log.exception("data lifecycle maintenance failed")
+            self._wake.wait(self._interval)
+
+    # -- one round -----------------------------------------------------------------------------
+    def run_once(self) -> None:
+        now = time.time()
+        stems = set(self._active_stems())
+        if self._options.rotation.max_age is not None:
+            for stem in sorted(stems):
+                self._rotate_if_old(stem, now)
+        for stem in sorted(stems | set(self._archived_stems())):
+            if self._stop.is_set():
+                return
+            archive = self._open_archive(stem)
+            if archive is None:
+                continue
+            try:
+                self._tend(stem, archive, now)
+            finally:
+                os.close(archive)
+
+    def _tend(self, stem: str, archive: int, now: float) -> None:
+        label = self._metrics.domain_label(stem)
+        options = self._options
+        if options.compress != "none":
+            for segment in raw_segments(archive):
+                if self._stop.is_set():
+                    return
+                if compress_segment(archive, segment, options.compress, fsync=options.fsync):
+                    self._metrics.compressions.labels(label).inc()
+        if options.retention.enabled:
+            deleted = apply_retention(archive, options.retention, now, fsync=options.fsync)
+            if deleted:
+                self._metrics.retention_deletions.labels(label).inc(len(deleted))
+        segments = list_segments(archive)
+        self._metrics.segments.labels(label).set(len(segments))
+
+    def _rotate_if_old(self, stem: str, now: float) -> None:
+        file = DomainFile(stem, self._dir_fd, self._helper_fd, self._metrics, self._options)
+        try:
+            file.open(create=False)
+            if not file.try_lock():
+                return  # a writer has it: it checks the age itself
+            size = file.recover(tail_only=True)
+            rotation = file.rotation
+            assert rotation is not None
+            record = rotation.segments.active_record(file.inode)
+            if rotation.policy.due(size, record, now):
+                rotation.rotate()
+        except (LeitstandError, OSError) as exc:
+            log.warning("cannot rotate %s%s by age: %s", stem, DATA_SUFFIX, exc)
+        finally:
+            file.close_all()
+
+    # -- the directories -----------------------------------------------------------------------
+    def _active_stems(self) -> list[str]:
+        with os.scandir(self._dir_fd) as entries:
+            return [e.name[: -len(DATA_SUFFIX)] for e in entries
+                    if e.name.endswith(DATA_SUFFIX) and e.is_file(follow_symlinks=False)]
+
+    def _archived_stems(self) -> list[str]:
+        try:
+            archive = os.open(ARCHIVE_DIR, _DIR_FLAGS, dir_fd=self._dir_fd)
+        except OSError:
+            return []
+        try:
+            with os.scandir(archive) as entries:
+                return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        finally:
+            os.close(archive)
+
+    def _open_archive(self, stem: str) -> int | None:
+        try:
+            archive = os.open(ARCHIVE_DIR, _DIR_FLAGS, dir_fd=self._dir_fd)
+        except OSError:
+            return None
+        try:
+            return os.open(stem, _DIR_FLAGS, dir_fd=archive)
+        except OSError:
+            return None
+        finally:
+            os.close(archive)

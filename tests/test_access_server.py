@@ -233,6 +233,8 @@ def test_reload_while_16_clients_send_by_rename_and_in_place(start_server, tmp_p
         wait_for(lambda: status_with(server, OLD) == 200, "the re-added token accepted")
         took_in_place = time.monotonic() - switched
         wait_for(lambda: len(senders.statuses) > 2 * 100, "more requests after the rewrite")
+    print(f"new token in force after {took_rename:.1f} s (rename), {took_in_place:.1f} s "
+          f"(in place); {len(senders.statuses)} requests")
     assert took_rename < 5 and took_in_place < 5, (took_rename, took_in_place)
     assert status_with(server, NEW) == 200  # all three are in the whole file
     counts = {s: senders.statuses.count(s) for s in set(senders.statuses)}

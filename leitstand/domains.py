@@ -12,12 +12,13 @@ MAX_FILE_NAME = 255
 DATA_SUFFIX = ".jsonl"
 # Every file the service names after a domain is `<stem><suffix>` with one of these suffixes.
 HELPER_SUFFIXES = (DATA_SUFFIX, ".idem", ".quarantine", ".idem.tmp", ".seq", ".seq.tmp", ".seg",
-                   ".seg.tmp")
+                   ".seg.tmp", ".dom", ".dom.tmp")
 _LONGEST_SUFFIX = max(len(s) for s in HELPER_SUFFIXES)
-# Domains up to this length are their own stem; longer ones are cut to a prefix plus a hash.
-# A hashed stem is longer than any plain one, so the two kinds never collide. The hash has
-# 128 bits: with 32 bits a birthday search finds two domains sharing a file in seconds.
-_HASH_LEN = 32
+# Domains up to this length are their own stem; longer ones are cut to a prefix plus 8 hex
+# digits of their SHA-256, as the spec says. A hashed stem is longer than any plain one, so the
+# two kinds never collide. Two long domains can share a hashed stem (32 bits: a birthday search
+# finds a pair in a second); the store then refuses the second one (store/owner.py).
+_HASH_LEN = 8
 PLAIN_STEM_MAX = MAX_FILE_NAME - _LONGEST_SUFFIX - 1 - _HASH_LEN
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

@@ -85,6 +85,13 @@ class UnsupportedMediaType(LeitstandError):
     reason = "unsupported_media_type"
 
 
+class DomainCollision(LeitstandError):
+    """A long domain whose shortened file name already belongs to another domain."""
+
+    status = 409
+    reason = "domain_collision"
+
+
 class IdempotencyConflict(LeitstandError):
     status = 422
     reason = "idempotency_conflict"

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 INGEST = [("/v1/ingest", "post", "202"), ("/ingest/{domain}", "post", "200")]
 # Every status an ingest route can answer with (each one is provoked in test_api_*.py).
-INGEST_STATUSES = {"400", "401", "403", "408", "413", "415", "422", "429", "500", "503", "507"}
+INGEST_STATUSES = {"400", "401", "403", "408", "409", "413", "415", "422", "429", "500", "503",
+                   "507"}
 RATE_HEADERS = {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
 
 

@@ -208,6 +208,8 @@ def ingest_errors(extra: dict[str, Any] | None = None) -> dict[str, dict[str, An
                      "LEITSTAND_TOKENS_FILE); nothing was stored.", rate),
         "408": error("The body was not complete within LEITSTAND_BODY_TIMEOUT (slow client); "
                      "the connection is closed.", rate),
+        "409": error("A long domain whose shortened file name (prefix and 8 hex digits of its "
+                     "SHA-256) already belongs to another domain; nothing was stored.", rate),
         "413": error("Body (raw or decompressed) larger than LEITSTAND_MAX_BODY, or more "
                      "events than LEITSTAND_MAX_EVENTS.", rate),
         "415": error("Unsupported Content-Type or Content-Encoding.", rate),
@@ -223,7 +225,8 @@ def ingest_errors(extra: dict[str, Any] | None = None) -> dict[str, dict[str, An
                      "or an unexpected error.", extra),
         "503": error("The domain file stayed locked past LEITSTAND_LOCK_TIMEOUT (`lock "
                      "timeout`), or storage failed; nothing was stored.", {**rate, **RETRY_AFTER}),
-        "507": error("Disk full; nothing was stored.", {**rate, **RETRY_AFTER}),
+        "507": error("Disk full, or the write would leave less than LEITSTAND_MIN_FREE_BYTES "
+                     "free; nothing was stored.", {**rate, **RETRY_AFTER}),
     }
 
 

@@ -21,6 +21,7 @@ from .base import AppendResult, Idempotency
 from .datafile import DataFile
 from .files import holds, storage_error
 from .intents import Group, Intent, IntentLog
+from .owner import claim, is_shortened
 from .retention import RetentionPolicy
 from .rotation import Rotation, RotationPolicy
 from .space import DEFAULT_MIN_FREE_BYTES, SpaceGuard
@@ -55,6 +56,7 @@ class DomainFile(DataFile):
         super().__init__(stem, dir_fd, helper_fd, metrics, fsync=options.fsync,
                          lock_timeout=options.lock_timeout, label=label)
         self.space = space
+        self._owner_checked = label is None or not is_shortened(label)
         self.rotation = (Rotation(self, options.rotation, metrics)
                          if options.rotation.enabled else None)
         self.intents = IntentLog(stem + ".idem", helper_fd, window=options.idempotency_window,
@@ -97,6 +99,9 @@ class DomainFile(DataFile):
         fsync = self.fsync
         try:
             size = self.recover()
+            if not self._owner_checked:
+                claim(self.helper_fd, self.stem, self.label, fsync=fsync)
+                self._owner_checked = True
             while self.rotation is not None and self.rotation.before_write(size):
                 size = self.recover()
             outcomes: list[Outcome] = []

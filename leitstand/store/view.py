@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ..domains import file_stem
 from ..errors import NotFound
 from .files import identity, names
+from .owner import is_shortened, read_owner
 from .segments import ARCHIVE_DIR, ActiveRecord, Segment, SegmentDir, active_seq, list_segments
 from .sources import CompressedSource, RawSource, Source
 
@@ -51,8 +52,13 @@ class DomainView:
             self.close()
             fd = _open_active(name, self._dir_fd, self.domain)
             ino = identity(fd)[1] if fd is not None else 0
-            size = settle(fd) if fd is not None else 0
-            record = self._read_record()
+            try:
+                size = settle(fd) if fd is not None else 0
+                record = self._read_record()
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                raise
             self._archive_fd = _open_archive(self._dir_fd, self.stem)
             segments = list_segments(self._archive_fd) if self._archive_fd is not None else []
             if fd is not None and not names(name, self._dir_fd, identity(fd)):
@@ -67,11 +73,17 @@ class DomainView:
         raise OSError(errno.EAGAIN, f"the files of {self.domain!r} kept changing while read")
 
     def _read_record(self) -> ActiveRecord | None:
+        """The active-file record; `NotFound` if the (shortened) name belongs to another
+        domain (see `owner.py`)."""
         try:
             helper = os.open(".leitstand", _DIR_FLAGS, dir_fd=self._dir_fd)
         except OSError:
             return None
         try:
+            if is_shortened(self.domain):
+                owner = read_owner(helper, self.stem)
+                if owner is not None and owner != self.domain:
+                    raise NotFound(f"unknown domain {self.domain!r}")
             return SegmentDir(self.stem, self._dir_fd, helper, fsync=False).read_record()
         finally:
             os.close(helper)

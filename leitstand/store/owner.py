@@ -1,0 +1,74 @@
+"""Which domain a shortened file name belongs to.
+
+A domain longer than `PLAIN_STEM_MAX` characters is stored under its first characters plus 8 hex
+digits of its SHA-256 (`domains.file_stem`), as the spec says. 32 bits can collide: two long
+domains with the same prefix and the same 8 hex digits would share every file. So the first
+domain to store under such a name records itself in `.leitstand/<stem>.dom`, and every later
+write (and read) under that name by another domain is refused with 409 (404 for reads) instead of
+being mixed into the first domain's file. The record is made while the data file's flock is held
+(both domains lock the same file, so two of them never race), written to a temporary file,
+fsynced and linked into place, so it is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from ..domains import PLAIN_STEM_MAX
+from ..errors import DomainCollision
+from .files import FILE_MODE, write_all
+
+OWNER_SUFFIX = ".dom"
+_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def is_shortened(domain: str) -> bool:
+    return len(domain) > PLAIN_STEM_MAX
+
+
+def read_owner(helper_fd: int, stem: str) -> str | None:
+    """The domain recorded for `stem`, or None (no record, or none that is whole)."""
+    try:
+        fd = os.open(stem + OWNER_SUFFIX, _READ, dir_fd=helper_fd)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, 1024)
+    finally:
+        os.close(fd)
+    if not data.endswith(b"\n"):
+        return None
+    return data[:-1].decode("ascii", "replace")
+
+
+def claim(helper_fd: int, stem: str, domain: str, *, fsync: bool) -> None:
+    """(Data file lock held.) Record `domain` as the owner of `stem` unless one is recorded;
+    raise `DomainCollision` if another domain owns it."""
+    owner = read_owner(helper_fd, stem)
+    if owner is None:
+        _record(helper_fd, stem, domain, fsync=fsync)
+        owner = read_owner(helper_fd, stem)
+    if owner != domain:
+        raise DomainCollision(
+            f"domain {domain!r} cannot be stored: its shortened file name {stem}.jsonl already "
+            f"belongs to the domain {owner!r} (the names share a prefix and the same 8-digit "
+            "hash); use a shorter or different domain"
+        )
+
+
+def _record(helper_fd: int, stem: str, domain: str, *, fsync: bool) -> None:
+    name, tmp = stem + OWNER_SUFFIX, stem + OWNER_SUFFIX + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=helper_fd)  # not whole (a crash while it was written)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                 FILE_MODE, dir_fd=helper_fd)
+    try:
+        write_all(fd, domain.encode("ascii") + b"\n")
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=helper_fd, dst_dir_fd=helper_fd)
+    if fsync:
+        os.fsync(helper_fd)

@@ -112,6 +112,11 @@ class Metrics:
             "leitstand_segments", "Closed segments kept, by domain (as of the last upkeep).",
             ["domain"], registry=r,
         )
+        self.disk_bytes = Gauge(
+            "leitstand_disk_bytes",
+            "Bytes on disk by domain: the active file and its segments (as of the last upkeep).",
+            ["domain"], registry=r,
+        )
         self.up = Gauge("leitstand_up", "1 while the service is running.", registry=r)
         self.up.set(1)
 

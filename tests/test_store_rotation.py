@@ -6,6 +6,7 @@ idempotency keys keep answering across rotations and restarts."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import orjson
@@ -37,6 +38,7 @@ async def test_rotation_by_size_keeps_every_line_once_in_order(tmp_path: Path) -
         for n in range(200):
             await store.append("aussen", [_line(n)])
         lines = await read_all(store, "aussen", limit=7)
+        [info] = await store.domains()
     finally:
         await store.close()
     segments = sorted((tmp_path / "archive" / "aussen").iterdir())
@@ -47,6 +49,12 @@ async def test_rotation_by_size_keeps_every_line_once_in_order(tmp_path: Path) -
         assert 0 < path.stat().st_size < 1000 + len(_line(999))
     assert [orjson.loads(x)["n"] for x in all_lines(tmp_path, "aussen")] == list(range(200))
     assert [orjson.loads(x)["n"] for x in lines] == list(range(200))
+    assert info.segments == len(segments)
+    active = (tmp_path / "aussen.jsonl").stat().st_size
+    assert info.disk_bytes == active + sum(p.stat().st_size for p in segments)
+    first = parse_segment_name(segments[0].name)
+    assert first is not None and info.oldest_event_at == first.start_time
+    assert 0 <= time.time() - info.oldest_event_at < 600
 
 
 async def test_cursor_into_the_active_file_survives_its_rotation(tmp_path: Path) -> None:
@@ -92,3 +100,22 @@ async def test_idempotency_keys_work_across_rotation_and_restart(tmp_path: Path)
     finally:
         await store.close()
     assert [orjson.loads(x)["n"] for x in all_lines(tmp_path, "aussen")] == list(range(30))
+
+
+async def test_an_idle_file_is_rotated_by_age_and_compressed(tmp_path: Path) -> None:
+    options = StoreOptions(rotation=RotationPolicy(max_age=1.0), compress="gzip",
+                           upkeep_interval=0.1)
+    store = JsonlStore(tmp_path, Metrics(), options)
+    try:
+        for n in range(3):
+            await store.append("aussen", [_line(n)])
+        deadline = time.monotonic() + 30
+        while not any(p.name.endswith(".gz") for p in (tmp_path / "archive" / "aussen").glob("*")):
+            assert time.monotonic() < deadline, "the idle file was not rotated by age"
+            await asyncio.sleep(0.1)
+        assert (tmp_path / "aussen.jsonl").stat().st_size == 0
+        assert [orjson.loads(x)["n"] for x in await read_all(store, "aussen")] == [0, 1, 2]
+        await store.append("aussen", [_line(3)])  # the new file starts its own clock
+        assert [orjson.loads(x)["n"] for x in await read_all(store, "aussen")] == [0, 1, 2, 3]
+    finally:
+        await store.close()

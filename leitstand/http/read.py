@@ -40,7 +40,8 @@ _DOMAINS_SCHEMA = {
     "type": "object", "required": ["domains"],
     "properties": {"domains": {"type": "array", "items": {
         "type": "object",
-        "required": ["domain", "file", "events", "bytes", "last_event_at", "schema"],
+        "required": ["domain", "file", "events", "bytes", "last_event_at", "schema",
+                     "disk_bytes", "segments", "oldest_event_at"],
         "properties": {
             "domain": {"type": "string"},
             "file": {"type": "string", "description": "The data file in LEITSTAND_DATA_DIR."},
@@ -51,6 +52,13 @@ _DOMAINS_SCHEMA = {
             "schema": {"type": ["string", "null"], "description": "The file in "
                        "LEITSTAND_SCHEMA_DIR whose schema the domain's events must match "
                        "(null: none applies)."},
+            "disk_bytes": {"type": "integer", "description": "Bytes on disk: the active file "
+                           "and every retained segment (compressed as stored)."},
+            "segments": {"type": "integer", "description": "Closed segments kept in "
+                         "archive/<stem>/ (rotation)."},
+            "oldest_event_at": {"type": ["string", "null"], "format": "date-time",
+                                "description": "When the oldest retained line was written "
+                                "(UTC; null: not known, e.g. before the first rotation)."},
         },
     }}},
 }
@@ -100,6 +108,8 @@ async def list_domains(request: Request, rate: Guarded, svc: ServiceDep) -> Resp
         "domain": i.domain, "file": i.file, "events": i.events, "bytes": i.bytes,
         "last_event_at": None if i.last_event_at is None else iso_time(i.last_event_at),
         "schema": None if schemas is None else schemas.file_for(i.domain),
+        "disk_bytes": i.disk_bytes, "segments": i.segments,
+        "oldest_event_at": None if i.oldest_event_at is None else iso_time(i.oldest_event_at),
     } for i in infos if svc.access.may_read(request, i.domain)]}
     return JSONResponse(body, headers=rate.headers())
 

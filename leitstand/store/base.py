@@ -33,13 +33,19 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class DomainInfo:
-    """One domain as the read side sees it. `last_event_at`: Unix time of the last append."""
+    """One domain as the read side sees it. `events`, `bytes`: whole lines of the active file;
+    `last_event_at`: Unix time of the last append. `disk_bytes`: the active file and every
+    retained segment as stored (compressed); `oldest_event_at`: when the oldest retained line was
+    written, when known (the first segment's start, or the active file's first line)."""
 
     domain: str
     file: str
     events: int
     bytes: int
     last_event_at: float | None
+    disk_bytes: int = 0
+    segments: int = 0
+    oldest_event_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

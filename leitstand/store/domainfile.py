@@ -42,6 +42,7 @@ class StoreOptions:
     rotation: RotationPolicy = field(default_factory=RotationPolicy)
     compress: str = "none"  # of closed segments: zstd, gzip or none
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    upkeep_interval: float = 5.0  # seconds between rounds of maintenance.py without a wake-up
 
 
 Outcome = AppendResult | LeitstandError

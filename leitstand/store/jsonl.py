@@ -65,7 +65,8 @@ class JsonlStore:
         self._reader = FileReader(self._dir_fd)
         self._maintenance: Maintenance | None = None
         if maintenance_needed(options):
-            self._maintenance = Maintenance(self._dir_fd, self._helper_fd, metrics, options)
+            self._maintenance = Maintenance(self._dir_fd, self._helper_fd, metrics, options,
+                                            interval=options.upkeep_interval)
             self._maintenance.start()
 
     def writer(self, domain: str) -> DomainWriter:

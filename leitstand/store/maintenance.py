@@ -20,7 +20,7 @@ from ..metrics import Metrics
 from .compress import clean, compress_segment, raw_segments
 from .domainfile import DomainFile, StoreOptions
 from .retention import apply_retention
-from .segments import ARCHIVE_DIR, list_segments
+from .segments import ARCHIVE_DIR, archive_summary
 
 log = logging.getLogger("leitstand.store")
 
@@ -87,12 +87,23 @@ class Maintenance:
             if self._stop.is_set():
                 return
             archive = self._open_archive(stem)
-            if archive is None:
-                continue
-            try:
-                self._tend(stem, archive, now)
-            finally:
-                os.close(archive)
+            if archive is not None:
+                try:
+                    self._tend(stem, archive, now)
+                finally:
+                    os.close(archive)
+            self._measure(stem)
+
+    def _measure(self, stem: str) -> None:
+        try:
+            st = os.stat(stem + DATA_SUFFIX, dir_fd=self._dir_fd, follow_symlinks=False)
+            active, ino = st.st_size, st.st_ino
+        except FileNotFoundError:
+            active, ino = 0, 0
+        segments, size, _ = archive_summary(self._dir_fd, stem, ino)
+        label = self._metrics.domain_label(stem)
+        self._metrics.segments.labels(label).set(segments)
+        self._metrics.disk_bytes.labels(label).set(active + size)
 
     def _tend(self, stem: str, archive: int, now: float) -> None:
         label = self._metrics.domain_label(stem)
@@ -107,8 +118,6 @@ class Maintenance:
             deleted = apply_retention(archive, options.retention, now, fsync=options.fsync)
             if deleted:
                 self._metrics.retention_deletions.labels(label).inc(len(deleted))
-        segments = list_segments(archive)
-        self._metrics.segments.labels(label).set(len(segments))
 
     def _rotate_if_old(self, stem: str, now: float) -> None:
         file = DomainFile(stem, self._dir_fd, self._helper_fd, self._metrics, self._options)

@@ -24,6 +24,7 @@ from ..domains import DATA_SUFFIX, data_file_name, normalize_domain
 from ..errors import InvalidDomain
 from .base import Batch, DomainInfo
 from .pages import read_batch
+from .segments import archive_summary
 
 _BLOCK = 65536
 _FIRST_LINE_MAX = 65536
@@ -125,12 +126,17 @@ class DomainStats:
         finally:
             os.close(fd)
         seen[name] = known
+        segments, segment_bytes, oldest = archive_summary(self._dir_fd, name[: -len(DATA_SUFFIX)],
+                                                          st.st_ino)
         return DomainInfo(
             domain=known.domain,
             file=name,
             events=known.events,
             bytes=known.offset,
             last_event_at=st.st_mtime if known.events else None,
+            disk_bytes=st.st_size + segment_bytes,
+            segments=segments,
+            oldest_event_at=oldest,
         )
 
 

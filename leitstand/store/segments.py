@@ -16,6 +16,7 @@ rule for writers and readers, so both always agree.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import errno
 import os
 import re
@@ -179,3 +180,37 @@ def _open_subdir(parent: int, name: str, *, create: bool, fsync: bool) -> int | 
             raise RuntimeError(f"{name} is not a directory (a symlink?); refusing to use it"
                                ) from exc
         raise
+
+
+def archive_summary(dir_fd: int, stem: str, active_ino: int) -> tuple[int, int, float | None]:
+    """(segments, their bytes on disk, when the oldest retained line was written) of a domain,
+    for `/v1/domains` and the metrics. Never raises for a missing or odd archive."""
+    segments: list[Segment] = []
+    size = 0
+    try:
+        archive = os.open(ARCHIVE_DIR, _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            folder = os.open(stem, _DIR_FLAGS, dir_fd=archive)
+        finally:
+            os.close(archive)
+    except OSError:
+        folder = None
+    if folder is not None:
+        try:
+            segments = list_segments(folder)
+            for segment in segments:
+                with contextlib.suppress(FileNotFoundError):
+                    size += os.stat(segment.name, dir_fd=folder, follow_symlinks=False).st_size
+        finally:
+            os.close(folder)
+    if segments:
+        return len(segments), size, segments[0].start_time
+    record = None
+    with contextlib.suppress(OSError):
+        helper = os.open(".leitstand", _DIR_FLAGS, dir_fd=dir_fd)
+        try:
+            record = SegmentDir(stem, dir_fd, helper, fsync=False).read_record()
+        finally:
+            os.close(helper)
+    start = record.start if record is not None and record.ino == active_ino else None
+    return 0, 0, start

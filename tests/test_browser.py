@@ -7,6 +7,7 @@ only drives it; no browser is ever downloaded.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -135,3 +136,27 @@ def test_control_room_shows_domains_tail_and_rejections(
     expect(page.locator("#login")).to_be_hidden()
     assert errors == []
     assert outside == []
+
+
+def test_control_room_shows_disk_use_segments_and_a_low_space_warning(
+    browser: Browser, start_server, tmp_path  # type: ignore[no-untyped-def]
+) -> None:
+    """With rotation on, each domain shows its bytes on disk and its segments; with less than
+    twice LEITSTAND_MIN_FREE_BYTES free the page warns before writes are refused."""
+    st = os.statvfs(tmp_path)
+    free = st.f_bavail * st.f_frsize
+    server = start_server(env={"LEITSTAND_ROTATE_BYTES": "1KiB", "LEITSTAND_COMPRESS": "zstd",
+                               "LEITSTAND_MIN_FREE_BYTES": str(int(free * 0.6))})
+    for n in range(40):
+        assert ingest(server, "garten", {"n": n, "pad": "x" * 60}) == 202
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    login(page, server)
+    row = page.locator('#domains tbody tr[data-domain="garten"]')
+    expect(row).to_be_visible(timeout=WAIT_MS)
+    segments = row.locator("td").nth(7)
+    expect(segments).to_have_text(re.compile(r"^[1-9]\d*$"), timeout=WAIT_MS)
+    expect(row.locator("td").nth(6)).to_have_text(re.compile(r"^[1-9][\d.]* (B|KiB)$"))
+    warning = page.locator("#space-warning")
+    expect(warning).to_be_visible(timeout=WAIT_MS)
+    expect(warning).to_contain_text("running low")
+    expect(warning).to_contain_text("LEITSTAND_MIN_FREE_BYTES")

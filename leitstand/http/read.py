@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..store.space import storage_space
 from .apidoc import AUTH_PARAM, RATE_HEADERS, SECURITY, param
 from .auth import Guarded
 from .params import (
@@ -37,7 +38,7 @@ def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 _DOMAINS_SCHEMA = {
-    "type": "object", "required": ["domains"],
+    "type": "object", "required": ["domains", "storage"],
     "properties": {"domains": {"type": "array", "items": {
         "type": "object",
         "required": ["domain", "file", "events", "bytes", "last_event_at", "schema",
@@ -60,7 +61,13 @@ _DOMAINS_SCHEMA = {
                                 "description": "When the oldest retained line was written "
                                 "(UTC; null: not known, e.g. before the first rotation)."},
         },
-    }}},
+    }}, "storage": {
+        "type": "object", "required": ["free_bytes", "min_free_bytes"],
+        "description": "The data dir's file system: writes that would leave less than "
+        "`min_free_bytes` free get 507 (LEITSTAND_MIN_FREE_BYTES).",
+        "properties": {"free_bytes": {"type": ["integer", "null"]},
+                       "min_free_bytes": {"type": "integer"}},
+    }},
 }
 _REJECTIONS_SCHEMA = {
     "type": "object", "required": ["rejections"],
@@ -111,6 +118,7 @@ async def list_domains(request: Request, rate: Guarded, svc: ServiceDep) -> Resp
         "disk_bytes": i.disk_bytes, "segments": i.segments,
         "oldest_event_at": None if i.oldest_event_at is None else iso_time(i.oldest_event_at),
     } for i in infos if svc.access.may_read(request, i.domain)]}
+    body["storage"] = storage_space(svc.settings.data_dir, svc.settings.min_free_bytes)
     return JSONResponse(body, headers=rate.headers())
 
 

@@ -5,6 +5,7 @@ fills to the last byte, so repairs, the intent log and rotation still have room.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ..errors import LowDiskSpace
 from ..metrics import Metrics
@@ -45,3 +46,14 @@ class SpaceGuard:
                 f"({self.min_free})",
                 headers={"Retry-After": "60"},
             )
+
+
+def storage_space(data_dir: Path, min_free: int) -> dict[str, int | None]:
+    """What the read side shows about the guard: free bytes now (None if unknown) and the
+    minimum."""
+    try:
+        st = os.statvfs(data_dir)
+        free: int | None = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    return {"free_bytes": free, "min_free_bytes": min_free}

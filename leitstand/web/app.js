@@ -125,6 +125,23 @@ function cell(text, cls) {
   return td;
 }
 
+// The free-space guard refuses writes (507) that would leave less than min_free_bytes free:
+// warn once less than twice that is left, so there is time to act.
+function updateSpace(storage) {
+  const warning = $("space-warning");
+  const { free_bytes: free, min_free_bytes: min } = storage || {};
+  if (free == null || !min || free >= 2 * min) {
+    warning.hidden = true;
+    return;
+  }
+  warning.textContent = free < min
+    ? `Disk full for leitstand: ${formatBytes(free)} free, less than LEITSTAND_MIN_FREE_BYTES ` +
+      `(${formatBytes(min)}); writes are refused with 507.`
+    : `Disk space is running low: ${formatBytes(free)} free; writes are refused below ` +
+      `${formatBytes(min)} (LEITSTAND_MIN_FREE_BYTES).`;
+  warning.hidden = false;
+}
+
 function updateDomains(domains) {
   const now = performance.now() / 1000;
   for (const d of domains) {
@@ -151,7 +168,8 @@ function updateDomains(domains) {
     const series = state.rates.get(d.domain);
     tr.append(name, cell(d.events.toLocaleString(), "num"), cell(formatBytes(d.bytes), "num"),
       cell(formatTime(d.last_event_at)), cell(series[series.length - 1].toFixed(1), "num"),
-      schemaCell(d.schema));
+      schemaCell(d.schema), cell(formatBytes(d.disk_bytes), "num"),
+      cell(d.segments.toLocaleString(), "num"));
     tr.addEventListener("click", () => selectDomain(d.domain));
     return tr;
   }));
@@ -277,8 +295,9 @@ async function tick() {
   state.timer = null;
   if (Date.now() >= state.backoffUntil) {
     try {
-      const domains = (await (await api("/v1/domains")).json()).domains;
-      updateDomains(domains);
+      const answer = await (await api("/v1/domains")).json();
+      updateDomains(answer.domains);
+      updateSpace(answer.storage);
       if (state.ticks % 3 === 0) {
         updateRejections((await (await api("/v1/rejections?limit=50")).json()).rejections);
       }

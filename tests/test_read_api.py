@@ -30,7 +30,7 @@ def ndjson(response: httpx.Response) -> list[dict]:
 async def test_domains_lists_counts_bytes_and_last_event(
     client: httpx.AsyncClient, data_dir: Path
 ) -> None:
-    assert (await client.get("/v1/domains")).json() == {"domains": []}
+    assert (await client.get("/v1/domains")).json()["domains"] == []
     await ingest(client, "innen", {"n": 1})
     await ingest(client, "aussen", {"n": 1}, {"n": 2})
     response = await client.get("/v1/domains")
@@ -42,7 +42,10 @@ async def test_domains_lists_counts_bytes_and_last_event(
     assert aussen["events"] == 2
     assert aussen["bytes"] == (data_dir / "aussen.jsonl").stat().st_size
     assert aussen["last_event_at"].endswith("Z")
+    assert aussen["disk_bytes"] == aussen["bytes"] and aussen["segments"] == 0
     assert response.headers["X-RateLimit-Limit"]
+    storage = response.json()["storage"]
+    assert storage["free_bytes"] > 0 and storage["min_free_bytes"] == 64 * 1024**2
 
 
 async def test_domains_counts_outside_appends_incrementally(

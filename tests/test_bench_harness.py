@@ -106,3 +106,20 @@ def test_schema_target_compares_with_the_same_case_without_schema() -> None:
     run["cases"][1]["events_per_second"] = 7_000.0
     (target,) = [t for t in check_targets(run) if "schema" in t["target"]]
     assert target["met"] is False
+
+
+def test_profile_summary_counts_each_sample_once_for_its_innermost_part() -> None:
+    from bench.profile import summarize
+
+    app = "Runner.run (x.py:1);FastAPI.__call__ (fastapi/applications.py:1)"
+    raw = "\n".join([
+        f"{app};AccessLog.__call__ (a.py:1);Logger.info (logging/__init__.py:1) 6",
+        f"{app};ingest (ingest.py:1);encode_events (leitstand/decode.py:1) 3",
+        f"{app};Router.__call__ (starlette/routing.py:1) 1",
+        "Runner.run (x.py:1) 10",
+    ])
+    text = summarize(raw)
+    assert text.startswith("20 samples, 10 inside the app (50%)")
+    assert "60.0%  logging (access log line)" in text
+    assert "30.0%  decode" in text
+    assert "10.0%  routing, exception middleware" in text

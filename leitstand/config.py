@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     compress: Literal["zstd", "gzip", "none"] | None = None
     retain_age: Annotated[float | None, BeforeValidator(parse_optional_age)] = None
     retain_bytes: Annotated[int | None, BeforeValidator(parse_optional_bytes)] = None
+    # `leitstand sink` only: host:port of its own Prometheus endpoint (unset: none).
+    sink_metrics_address: str | None = Field(default=None, pattern=r"^\[?[\w.:-]*\]?:\d{1,5}$")
     rejections_kept: int = Field(default=500, gt=0, le=100_000)
     # JSON Schemas per domain (leitstand/schemas/); unset: events are not checked.
     schema_dir: Path | None = None

@@ -27,12 +27,17 @@ import fcntl
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..domains import file_stem
 from ..metrics import Metrics
 from ..store.datafile import DataFile, open_data_dir, open_helper_dir
+from ..store.domainfile import StoreOptions
 from ..store.files import FILE_MODE, holds, storage_error
+from ..store.maintenance import Maintenance, maintenance_needed
+from ..store.rotation import Rotation, RotationPolicy
+from ..store.space import SpaceGuard
 from .seqlog import Mark, SeqLog
 
 log = logging.getLogger("leitstand.sink")
@@ -44,10 +49,19 @@ class DomainSink(DataFile):
     """Writes one domain's lines. Blocking: run it in a thread."""
 
     def __init__(self, domain: str, dir_fd: int, helper_fd: int, *, fsync: bool,
-                 lock_timeout: float, metrics: Metrics | None = None) -> None:
+                 lock_timeout: float, metrics: Metrics | None = None,
+                 rotation: RotationPolicy | None = None, space: SpaceGuard | None = None,
+                 after_rotate: Callable[[], None] | None = None) -> None:
         super().__init__(file_stem(domain), dir_fd, helper_fd, metrics or Metrics(),
                          fsync=fsync, lock_timeout=lock_timeout, label=domain)
         self.domain = domain
+        # Rotation and the free-space guard, as in the embedded store (store/rotation.py,
+        # store/space.py).
+        self._rotation = (Rotation(self, rotation, self._metrics)
+                          if rotation is not None and rotation.enabled else None)
+        if self._rotation is not None:
+            self._rotation.after_rotate = after_rotate
+        self._space = space
         self._seqs = SeqLog(self.stem, helper_fd, fsync=fsync)
         self._recovered = False
         self.last: Mark | None = None  # the last landed write
@@ -71,6 +85,9 @@ class DomainSink(DataFile):
                 size = self._recover(size)
                 self._recovered = True
             size = self.cut_torn_tail(size)
+            while self._rotation is not None and self._rotation.before_write(size):
+                size = self.cut_torn_tail(self.size())
+                self._mark_new_file()
             new = [line for seq, line in items if seq > self.applied]
             if len(new) < len(items):
                 log.info("%s: %d redelivered messages were written before (up to sequence %d); "
@@ -78,6 +95,8 @@ class DomainSink(DataFile):
             if not new:
                 return 0
             payload = b"".join(new)
+            if self._space is not None:
+                self._space.check(len(payload))
             self._write(items[-1][0], payload, size)
             return payload.count(b"\n")
         except OSError as exc:
@@ -88,6 +107,13 @@ class DomainSink(DataFile):
     def close_all(self) -> None:
         self.close()
         self._seqs.close()
+
+    def _mark_new_file(self) -> None:
+        """After a rotation the last mark names the closed file; a start would take it for a
+        write it cannot verify. So the log restarts with an empty landed write into the new
+        file, at the same sequence."""
+        self.last = Mark(self.applied, 0, 0, hashlib.sha256(b"").hexdigest(), self.inode)
+        self._seqs.compact(self.last)
 
     def _write(self, seq: int, payload: bytes, size: int) -> None:
         mark = Mark(seq, size, len(payload), hashlib.sha256(payload).hexdigest(), self.inode)
@@ -137,11 +163,15 @@ class DataDir:
     """The sink's side of a data directory: one `DomainSink` per domain, and the sink lock
     (`.leitstand/sink.lock`: one sink per data directory)."""
 
-    def __init__(self, path: Path, *, fsync: bool, lock_timeout: float) -> None:
+    def __init__(self, path: Path, *, fsync: bool, lock_timeout: float,
+                 lifecycle: StoreOptions | None = None) -> None:
         self.path = path
         self._fsync = fsync
         self._lock_timeout = lock_timeout
-        self._metrics = Metrics()
+        self.metrics = self._metrics = Metrics()
+        self._lifecycle = lifecycle
+        self._space: SpaceGuard | None = None
+        self._upkeep: Maintenance | None = None
         self._domains: dict[str, DomainSink] = {}
         self._fds: list[int] = []  # the data dir, the helper dir, the sink lock
         try:
@@ -154,6 +184,16 @@ class DataDir:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise SystemExit(f"leitstand sink: another sink is running on {path}") from None
+            if lifecycle is not None:
+                self._space = SpaceGuard(self._dir_fd, lifecycle.min_free_bytes, self._metrics)
+                self._metrics.free_bytes.set_function(self._space.free_or_nan)
+                if maintenance_needed(lifecycle):
+                    # Idle files are not rotated by age here: the sink's marks must name the file
+                    # it wrote last (age is checked at each write instead).
+                    self._upkeep = Maintenance(self._dir_fd, self._helper_fd, self._metrics,
+                                               lifecycle, interval=lifecycle.upkeep_interval,
+                                               rotate_idle=False)
+                    self._upkeep.start()
         except BaseException:
             self.close()
             raise
@@ -166,7 +206,10 @@ class DataDir:
         sink = self._domains.get(domain)
         if sink is None:
             sink = DomainSink(domain, self._dir_fd, self._helper_fd, fsync=self._fsync,
-                              lock_timeout=self._lock_timeout, metrics=self._metrics)
+                              lock_timeout=self._lock_timeout, metrics=self._metrics,
+                              rotation=self._lifecycle.rotation if self._lifecycle else None,
+                              space=self._space,
+                              after_rotate=self._upkeep.wake if self._upkeep else None)
             self._domains[domain] = sink
         return sink
 
@@ -179,6 +222,9 @@ class DataDir:
         return sum(self.domain(d).apply(items) for d, items in by_domain.items())
 
     def close(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.stop()
+            self._upkeep = None
         for sink in self._domains.values():
             sink.close_all()
         self._domains.clear()

@@ -10,23 +10,24 @@ from .retention import RetentionPolicy
 from .rotation import RotationPolicy
 
 
+def store_options(settings: Settings) -> StoreOptions:
+    """The embedded store's options (also the NATS sink's: it writes the same files)."""
+    return StoreOptions(
+        lock_timeout=settings.lock_timeout,
+        fsync=settings.fsync == "always",
+        idempotency_window=settings.idempotency_window,
+        idempotency_max_keys=settings.idempotency_max_keys,
+        min_free_bytes=settings.min_free_bytes,
+        rotation=RotationPolicy(settings.rotate_bytes, settings.rotate_age),
+        compress=settings.compress_method(),
+        retention=RetentionPolicy(settings.retain_age, settings.retain_bytes),
+    )
+
+
 def open_store(settings: Settings, metrics: Metrics) -> Store:
     """The backend named by `settings.backend`, ready to use."""
     if settings.backend == "jsonl":
-        return JsonlStore(
-            settings.data_dir,
-            metrics,
-            StoreOptions(
-                lock_timeout=settings.lock_timeout,
-                fsync=settings.fsync == "always",
-                idempotency_window=settings.idempotency_window,
-                idempotency_max_keys=settings.idempotency_max_keys,
-                min_free_bytes=settings.min_free_bytes,
-                rotation=RotationPolicy(settings.rotate_bytes, settings.rotate_age),
-                compress=settings.compress_method(),
-                retention=RetentionPolicy(settings.retain_age, settings.retain_bytes),
-            ),
-        )
+        return JsonlStore(settings.data_dir, metrics, store_options(settings))
     if settings.backend == "nats":
         from ..nats.store import NatsStore  # the NATS client is loaded only when it is used
 
@@ -36,5 +37,5 @@ def open_store(settings: Settings, metrics: Metrics) -> Store:
 
 __all__ = [
     "AppendResult", "Batch", "DomainInfo", "Health", "Idempotency", "JsonlStore", "Store",
-    "StoreOptions", "open_store",
+    "StoreOptions", "open_store", "store_options",
 ]

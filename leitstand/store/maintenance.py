@@ -34,12 +34,13 @@ def maintenance_needed(options: StoreOptions) -> bool:
 
 class Maintenance:
     def __init__(self, dir_fd: int, helper_fd: int, metrics: Metrics, options: StoreOptions,
-                 *, interval: float = 5.0) -> None:
+                 *, interval: float = 5.0, rotate_idle: bool = True) -> None:
         self._dir_fd = dir_fd
         self._helper_fd = helper_fd
         self._metrics = metrics
         self._options = options
         self._interval = interval
+        self._rotate_idle = rotate_idle  # rotate by age files nobody writes to
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,7 +81,7 @@ class Maintenance:
     def run_once(self) -> None:
         now = time.time()
         stems = set(self._active_stems())
-        if self._options.rotation.max_age is not None:
+        if self._rotate_idle and self._options.rotation.max_age is not None:
             for stem in sorted(stems):
                 self._rotate_if_old(stem, now)
         for stem in sorted(stems | set(self._archived_stems())):

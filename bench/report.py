@@ -15,6 +15,7 @@ TARGETS = {
     "peak_rss_mb": 150.0,
     "soak_growth": 0.10,
     "schema_ndjson100_kept": 0.75,  # with a 10-property schema: at most 25% fewer events/s
+    "rotate_ndjson100_kept": 0.90,  # rotation with zstd on: at most 10% fewer events/s
 }
 
 
@@ -78,7 +79,7 @@ def _floor_rows(run: dict[str, Any]) -> list[list[str]]:
 
 def _ordered(run: dict[str, Any]) -> list[dict[str, Any]]:
     order = {"single": 0, "legacy": 1, "ndjson100": 2, "ndjson1000": 3, "single-schema": 4,
-             "ndjson100-schema": 5}
+             "ndjson100-schema": 5, "ndjson100-rotate": 6}
     return sorted(run["cases"], key=lambda r: (order.get(r["kind"], 9), r["workers"],
                                                r["connections"]))
 
@@ -154,6 +155,18 @@ def check_targets(run: dict[str, Any], soak: dict[str, Any] | None = None) -> li
                    f"{kept:.2f} ({row['events_per_second']:,.0f} vs "
                    f"{plain['events_per_second']:,.0f} events/s)",
                    kept >= TARGETS["schema_ndjson100_kept"])
+    for row in run["cases"]:
+        if row["kind"] != "ndjson100-rotate":
+            continue
+        plain = _case(run, row["case"].replace("ndjson100-rotate", "ndjson100", 1))
+        if plain and plain["events_per_second"]:
+            kept = row["events_per_second"] / plain["events_per_second"]
+            target(f"100-event NDJSON with rotation (4 MiB) and zstd, {row['connections']} "
+                   f"conns, {row['workers']} worker(s): >= "
+                   f"{TARGETS['rotate_ndjson100_kept']:.2f} of the events/s without",
+                   f"{kept:.2f} ({row['events_per_second']:,.0f} vs "
+                   f"{plain['events_per_second']:,.0f} events/s)",
+                   kept >= TARGETS["rotate_ndjson100_kept"])
     peak = max((max(r["peak_rss_mb_per_worker"], default=0) for r in run["cases"]), default=0)
     target("peak RSS per worker <= 150 MB (all cases)", f"{peak:.0f} MB",
            peak <= TARGETS["peak_rss_mb"])

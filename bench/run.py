@@ -85,7 +85,7 @@ def run_case(work: Path, kind: cases.Kind, workers: int, connections: int,
         name += f"-{server_name}"
     data_dir = work / name / "data"
     data_dir.mkdir(parents=True)
-    env = leitstand_env(data_dir)
+    env = {**leitstand_env(data_dir), **(kind.env or {})}
     if kind.schema is not None:
         schema_dir = work / name / "schemas"
         schema_dir.mkdir()

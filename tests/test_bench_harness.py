@@ -123,3 +123,22 @@ def test_profile_summary_counts_each_sample_once_for_its_innermost_part() -> Non
     assert "60.0%  logging (access log line)" in text
     assert "30.0%  decode" in text
     assert "10.0%  routing, exception middleware" in text
+
+
+def test_verify_file_reads_the_rotated_segments_too(tmp_path: Path) -> None:
+    """With rotation (ndjson100-rotate) the batches are spread over compressed segments, a raw
+    segment (and its compressed copy, left by a stop mid-compression) and the active file."""
+    import zstandard
+
+    kind = cases.KINDS["ndjson100-rotate"]
+    assert kind.env == cases.ROTATE_ENV
+    batch = b"".join(orjson.dumps(e) + b"\n" for e in kind.stored())
+    archive = tmp_path / "archive" / cases.DOMAIN
+    archive.mkdir(parents=True)
+    packed = zstandard.ZstdCompressor().compress(batch)
+    (archive / "20261203T080000Z-00000001.jsonl.zst").write_bytes(packed)
+    (archive / "20261203T080001Z-00000002.jsonl").write_bytes(batch * 2)
+    (archive / "20261203T080001Z-00000002.jsonl.zst").write_bytes(packed)  # raw wins
+    path = tmp_path / f"{cases.DOMAIN}.jsonl"
+    path.write_bytes(batch)
+    assert cases.verify_file(path, kind) == cases.Stored(4, 400)

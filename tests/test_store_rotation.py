@@ -119,3 +119,33 @@ async def test_an_idle_file_is_rotated_by_age_and_compressed(tmp_path: Path) -> 
         assert [orjson.loads(x)["n"] for x in await read_all(store, "aussen")] == [0, 1, 2, 3]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("LEITSTAND_ROTATE_BYTES", "64 parsecs"), ("LEITSTAND_ROTATE_BYTES", "0"),
+    ("LEITSTAND_ROTATE_AGE", "1 fortnight"), ("LEITSTAND_COMPRESS", "lz4"),
+    ("LEITSTAND_RETAIN_AGE", "-1d"), ("LEITSTAND_RETAIN_BYTES", "lots"),
+    ("LEITSTAND_MIN_FREE_BYTES", "1 PiB"), ("LEITSTAND_SINK_METRICS_ADDRESS", "nowhere"),
+])
+def test_lifecycle_settings_are_checked_at_start_naming_the_variable(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leitstand.config import load_settings
+
+    monkeypatch.setenv("LEITSTAND_TOKEN", "t")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        load_settings(_env_file=None)
+    assert f"{name} is invalid" in capsys.readouterr().err
+
+
+def test_lifecycle_sizes_and_ages_take_units() -> None:
+    from leitstand.config import Settings
+
+    settings = Settings(_env_file=None, token="t", rotate_bytes="64KiB", rotate_age="1d",  # type: ignore[call-arg]
+                        retain_age="90m", retain_bytes="1GiB", min_free_bytes="512MiB")
+    assert (settings.rotate_bytes, settings.rotate_age) == (65536, 86400.0)
+    assert (settings.retain_age, settings.retain_bytes) == (5400.0, 1024**3)
+    assert settings.min_free_bytes == 512 * 1024**2
+    assert settings.compress_method() == "zstd"  # the default once rotation is on
+    assert Settings(_env_file=None, token="t").compress_method() == "none"  # type: ignore[call-arg]

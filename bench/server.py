@@ -9,7 +9,7 @@ from pathlib import Path
 
 from testing import ROOT, ServerProcess
 from testing import UNLIMITED as RATE_LIMIT
-from testing.processes import children, clean_env
+from testing.processes import children
 
 from . import machine
 
@@ -46,25 +46,12 @@ class GranianServer(Server):
     """The same app under granian (`granian --interface asgi`): a supervisor process and
     `workers` worker processes, every one of which serves requests."""
 
-    def start(self, timeout: float = 60.0) -> GranianServer:
-        env = {**clean_env(), "LEITSTAND_RATE_LIMIT": RATE_LIMIT, **self.extra_env}
-        cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--no-ws",
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-               *self.args, self.target]
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.spawn(cmd, cwd=ROOT, env=env)
-        try:
-            self.wait_ready(timeout, log_start)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    STARTED = b"Started worker-"
 
-    def _workers_started(self, log_start: int) -> bool:
-        with open(self.log_path, "rb") as log:
-            log.seek(log_start)
-            started = log.read().count(b"Started worker-")
-        return started >= self.workers and len(self.worker_pids()) == self.workers
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--no-ws",
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+                *self.args, self.target]
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None

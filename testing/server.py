@@ -18,7 +18,11 @@ UNLIMITED = "1000000/second"
 
 
 class ServerProcess(ChildProcess):
-    """`uvicorn <target>` from the repo root, in its own session. Always stopped by its PID."""
+    """`uvicorn <target>` from the repo root, in its own session. Always stopped by its PID.
+    Another ASGI server: override `command`, `STARTED` and `worker_pids`."""
+
+    # what the server logs once per worker when that worker serves
+    STARTED = b"Application startup complete"
 
     def __init__(
         self,
@@ -59,15 +63,8 @@ class ServerProcess(ChildProcess):
         env.update(self.extra_env)
         if self.token is not None:
             env["LEITSTAND_TOKEN"] = self.token
-        cmd = [sys.executable, "-m", "uvicorn", self.target, "--host", "127.0.0.1",
-               "--port", str(self.port), "--no-access-log"]
-        if self.workers > 1:
-            cmd += ["--workers", str(self.workers)]
-        if self.cwd is not None:
-            cmd += ["--app-dir", str(ROOT)]
-        cmd += self.args
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.spawn(cmd, cwd=self.cwd or ROOT,
+        self.spawn(self.command(), cwd=self.cwd or ROOT,
                    env={k: v for k, v in env.items() if v is not None})
         try:
             self.wait_ready(timeout, log_start)
@@ -75,6 +72,15 @@ class ServerProcess(ChildProcess):
             self.stop()
             raise
         return self
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "uvicorn", self.target, "--host", "127.0.0.1",
+               "--port", str(self.port), "--no-access-log"]
+        if self.workers > 1:
+            cmd += ["--workers", str(self.workers)]
+        if self.cwd is not None:
+            cmd += ["--app-dir", str(ROOT)]
+        return cmd + self.args
 
     def wait_ready(self, timeout: float, log_start: int = 0) -> None:
         """Until `/health` answers 2xx and, with several workers, every worker has started
@@ -94,7 +100,7 @@ class ServerProcess(ChildProcess):
             return True
         with open(self.log_path, "rb") as log:
             log.seek(log_start)
-            started = log.read().count(b"Application startup complete")
+            started = log.read().count(self.STARTED)
         return started >= self.workers and len(self.worker_pids()) == self.workers
 
     def healthy(self) -> bool:

@@ -149,3 +149,26 @@ def test_lifecycle_sizes_and_ages_take_units() -> None:
     assert settings.min_free_bytes == 512 * 1024**2
     assert settings.compress_method() == "zstd"  # the default once rotation is on
     assert Settings(_env_file=None, token="t").compress_method() == "none"  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("method", ["zstd", "gzip"])
+async def test_paging_through_large_compressed_segments(tmp_path: Path, method: str) -> None:
+    """Small pages through segments of ~200 KiB each: the same lines as written, and the pages
+    after the first continue the kept decompressor instead of starting from the beginning."""
+    options = StoreOptions(rotation=RotationPolicy(200_000), compress=method,
+                           upkeep_interval=0.1)
+    store = JsonlStore(tmp_path, Metrics(), options)
+    try:
+        for first in range(0, 9000, 100):
+            await store.append("aussen", [_line(n) for n in range(first, first + 100)])
+        suffix = ".zst" if method == "zstd" else ".gz"
+        deadline = time.monotonic() + 60
+        while not all(p.name.endswith(suffix)
+                      for p in (tmp_path / "archive" / "aussen").iterdir()):
+            assert time.monotonic() < deadline, "not compressed in time"
+            await asyncio.sleep(0.1)
+        lines = await read_all(store, "aussen", limit=50)
+        assert [orjson.loads(x)["n"] for x in lines] == list(range(9000))
+        assert store._reader.streams.hits > 100  # the kept decompressors were used
+    finally:
+        await store.close()

@@ -114,6 +114,7 @@ class JsonlStore:
             await writer.close()
         self._writers.clear()
         self._pool.shutdown(wait=True)
+        self._reader.close()
         os.close(self._helper_fd)
         os.close(self._dir_fd)
 

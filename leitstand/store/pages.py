@@ -11,6 +11,7 @@ from .base import Batch
 from .cursors import Cursor, decode_cursor, encode_cursor
 from .files import partial_tail_start
 from .sources import read_lines, start_of_last_lines
+from .streams import StreamCache
 from .view import DomainView, SegmentGone
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # a page stops early once it holds this many bytes
@@ -19,11 +20,12 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024  # a page stops early once it holds this many 
 def read_batch(
     dir_fd: int, domain: str, *, cursor: str | None, limit: int, tail: int | None,
     settle: Callable[[int], int], max_bytes: int = MAX_BATCH_BYTES,
+    cache: StreamCache | None = None,
 ) -> Batch:
     """Whole lines of `domain` after `cursor` (or the last `tail` lines), at most `limit`."""
     position = decode_cursor(cursor) if cursor is not None else None
     for _ in range(3):
-        view = DomainView(dir_fd, domain, settle)
+        view = DomainView(dir_fd, domain, settle, cache)
         try:
             if tail is not None:
                 seq, offset = _tail_start(view, tail)

@@ -25,6 +25,7 @@ from ..errors import InvalidDomain
 from .base import Batch, DomainInfo
 from .pages import read_batch
 from .segments import archive_summary
+from .streams import StreamCache
 
 _BLOCK = 65536
 _FIRST_LINE_MAX = 65536
@@ -40,15 +41,19 @@ class FileReader:
     def __init__(self, dir_fd: int) -> None:
         self._dir_fd = dir_fd
         self._stats = DomainStats(dir_fd)
+        self.streams = StreamCache()
 
     async def domains(self) -> list[DomainInfo]:
         return await anyio.to_thread.run_sync(self._stats.snapshot)
+
+    def close(self) -> None:
+        self.streams.close()
 
     async def read(self, domain: str, *, cursor: str | None, limit: int,
                    tail: int | None) -> Batch:
         return await anyio.to_thread.run_sync(
             lambda: read_batch(self._dir_fd, domain, cursor=cursor, limit=limit, tail=tail,
-                               settle=settled_size)
+                               settle=settled_size, cache=self.streams)
         )
 
 

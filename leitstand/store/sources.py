@@ -4,17 +4,13 @@ always count uncompressed bytes."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 from collections import deque
 from collections.abc import Iterator
-from typing import BinaryIO
-
-import zstandard
 
 from ..errors import BadCursor
 from .files import partial_tail_start
+from .streams import Position, StreamCache
 
 BLOCK = 65536
 _SKIP = 1024 * 1024
@@ -63,35 +59,40 @@ class RawSource(Source):
 
 
 class CompressedSource(Source):
-    """A compressed segment, decompressed from its start on every `chunks` call."""
+    """A compressed segment, decompressed on the fly (continuing from a kept position when there
+    is one, see `streams.py`)."""
 
-    def __init__(self, fd: int, suffix: str) -> None:
-        self._file = os.fdopen(fd, "rb")
+    def __init__(self, fd: int, suffix: str, cache: StreamCache | None = None) -> None:
+        self._fd = fd
         self._suffix = suffix
-
-    def _stream(self) -> BinaryIO:
-        self._file.seek(0)
-        if self._suffix == ".zst":
-            return zstandard.ZstdDecompressor().stream_reader(  # type: ignore[return-value]
-                self._file, read_across_frames=True, closefd=False)
-        return gzip.GzipFile(fileobj=self._file, mode="rb")  # type: ignore[return-value]
+        self._cache = cache
+        st = os.fstat(fd)
+        self._key = (st.st_dev, st.st_ino)
 
     def chunks(self, offset: int) -> Iterator[bytes]:
-        stream = self._stream()
+        position = self._cache.take(self._key, offset) if self._cache is not None else None
+        if position is None:
+            position = Position.open(self._fd, self._suffix)
         try:
-            remaining = offset
-            while remaining > 0:
-                skipped = stream.read(min(_SKIP, remaining))
-                if not skipped:
+            while position.end < offset:
+                data = position.stream.read(_SKIP if offset - position.end > BLOCK else BLOCK)
+                if not data:
                     raise BadCursor("cursor points beyond the end of its file")
-                remaining -= len(skipped)
-            while chunk := stream.read(BLOCK):
-                yield chunk
+                position.start, position.chunk = position.end, data
+            first = position.chunk[offset - position.start:]
+            if first:
+                yield first
+            while data := position.stream.read(BLOCK):
+                position.start, position.chunk = position.end, data
+                yield data
         finally:
-            stream.close()
+            if self._cache is not None:
+                self._cache.give(self._key, position)
+            else:
+                position.close()
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 def read_lines(source: Source, offset: int, limit: int, max_bytes: int
@@ -154,13 +155,3 @@ def _start_of_last_raw_lines(source: RawSource, count: int) -> tuple[int, int]:
                 return start + index + 1, seen
         pos = start
     return 0, seen + (1 if end else 0)
-
-
-def compressed_bytes(data: bytes, suffix: str) -> bytes:
-    """`data` compressed as a segment with `suffix` is (for tests and tools)."""
-    if suffix == ".zst":
-        return zstandard.ZstdCompressor().compress(data)
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
-        out.write(data)
-    return buffer.getvalue()

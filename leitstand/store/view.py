@@ -21,6 +21,7 @@ from .files import identity, names
 from .owner import is_shortened, read_owner
 from .segments import ARCHIVE_DIR, ActiveRecord, Segment, SegmentDir, active_seq, list_segments
 from .sources import CompressedSource, RawSource, Source
+from .streams import StreamCache
 
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -34,8 +35,10 @@ class SegmentGone(Exception):
 class DomainView:
     """Open files of one domain; `close()` when done."""
 
-    def __init__(self, dir_fd: int, domain: str, settle: Callable[[int], int]) -> None:
+    def __init__(self, dir_fd: int, domain: str, settle: Callable[[int], int],
+                 cache: StreamCache | None = None) -> None:
         self.domain = domain
+        self._cache = cache
         self.stem = file_stem(domain)
         self._dir_fd = dir_fd
         self.active_fd: int | None = None
@@ -135,7 +138,7 @@ class DomainView:
                                None)
                 continue
             if segment.suffix:
-                return CompressedSource(fd, segment.suffix)
+                return CompressedSource(fd, segment.suffix, self._cache)
             return RawSource(fd, os.fstat(fd).st_size, owned=True)
         raise SegmentGone(seq)
 

@@ -67,7 +67,8 @@ class CompressedSource(Source):
         self._suffix = suffix
         self._cache = cache
         st = os.fstat(fd)
-        self._key = (st.st_dev, st.st_ino)
+        # An inode number comes back once a file is deleted: size and times tell files apart.
+        self._key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def chunks(self, offset: int) -> Iterator[bytes]:
         position = self._cache.take(self._key, offset) if self._cache is not None else None

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import zstandard
 
-Key = tuple[int, int]  # (device, inode) of a compressed segment
+Key = tuple[int, ...]  # device, inode, size, mtime and ctime of a compressed segment
 
 
 @dataclass(slots=True)

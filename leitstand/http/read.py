@@ -111,7 +111,7 @@ async def list_domains(request: Request, rate: Guarded, svc: ServiceDep) -> Resp
     svc.access.require_some_read(request)
     infos = await svc.store.domains()
     schemas = svc.schemas
-    body = {"domains": [{
+    body: dict[str, Any] = {"domains": [{
         "domain": i.domain, "file": i.file, "events": i.events, "bytes": i.bytes,
         "last_event_at": None if i.last_event_at is None else iso_time(i.last_event_at),
         "schema": None if schemas is None else schemas.file_for(i.domain),

@@ -82,7 +82,7 @@ class Rotation:
         if file.size() == 0:
             return None
         # The seq against a fresh listing: a record can be stale after a crash (see segments.py)
-        record = self.segments.active_record(file.inode, segments=self.segments.list())
+        record = self.segments.active_record(file.inode, segments=self.segments.listing())
         name = segment_name(record.start or time.time(), record.seq)
         archive = self.segments.open(create=True)
         assert archive is not None

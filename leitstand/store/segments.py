@@ -87,7 +87,7 @@ class SegmentDir:
         finally:
             os.close(archive)
 
-    def list(self) -> list[Segment]:
+    def listing(self) -> list[Segment]:
         """Every closed segment, by `seq`; of a segment that exists raw and compressed (a
         compression that has not removed the raw copy yet) only the raw one."""
         fd = self.open()
@@ -127,7 +127,7 @@ class SegmentDir:
         record = self.read_record()
         seq = None
         if record is None or record.ino != ino:
-            seq = active_seq(record, ino, self.list() if segments is None else segments)
+            seq = active_seq(record, ino, self.listing() if segments is None else segments)
         elif segments is not None:
             seq = active_seq(record, ino, segments)
         if seq is not None and (record is None or record.ino != ino or record.seq != seq):

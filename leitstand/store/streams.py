@@ -38,7 +38,7 @@ class Position:
         file.seek(0)
         stream: BinaryIO
         if suffix == ".zst":
-            stream = zstandard.ZstdDecompressor().stream_reader(  # type: ignore[assignment]
+            stream = zstandard.ZstdDecompressor().stream_reader(
                 file, read_across_frames=True, closefd=False)
         else:
             stream = gzip.GzipFile(fileobj=file, mode="rb")  # type: ignore[assignment]

@@ -88,7 +88,7 @@ def run_case(work: Path, kind: cases.Kind, workers: int, connections: int,
     env = {**leitstand_env(data_dir), **(kind.env or {})}
     if kind.schema is not None:
         schema_dir = work / name / "schemas"
-        schema_dir.mkdir()
+        schema_dir.mkdir(exist_ok=True)  # the same case again with --repeat
         (schema_dir / cases.SCHEMA_FILE).write_text(json.dumps(kind.schema))
         env["LEITSTAND_SCHEMA_DIR"] = str(schema_dir)
     server = SERVERS[server_name](target, workers=workers, log_path=work / name / "server.log",

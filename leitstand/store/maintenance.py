@@ -20,11 +20,10 @@ from ..metrics import Metrics
 from .compress import clean, compress_segment, raw_segments
 from .domainfile import DomainFile, StoreOptions
 from .retention import apply_retention
-from .segments import ARCHIVE_DIR, archive_summary
+from .segments import ARCHIVE_DIR, DIR_FLAGS, archive_summary, open_archive
 
 log = logging.getLogger("leitstand.store")
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def maintenance_needed(options: StoreOptions) -> bool:
@@ -49,7 +48,7 @@ class Maintenance:
         """Remove what an interrupted compression left (before anything is compressed), then
         run in the background."""
         for stem in self._archived_stems():
-            archive = self._open_archive(stem)
+            archive = open_archive(self._dir_fd, stem)
             if archive is not None:
                 try:
                     clean(archive, fsync=self._options.fsync)
@@ -87,7 +86,7 @@ class Maintenance:
         for stem in sorted(stems | set(self._archived_stems())):
             if self._stop.is_set():
                 return
-            archive = self._open_archive(stem)
+            archive = open_archive(self._dir_fd, stem)
             if archive is not None:
                 try:
                     self._tend(stem, archive, now)
@@ -145,23 +144,11 @@ class Maintenance:
 
     def _archived_stems(self) -> list[str]:
         try:
-            archive = os.open(ARCHIVE_DIR, _DIR_FLAGS, dir_fd=self._dir_fd)
+            archive = os.open(ARCHIVE_DIR, DIR_FLAGS, dir_fd=self._dir_fd)
         except OSError:
             return []
         try:
             with os.scandir(archive) as entries:
                 return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-        finally:
-            os.close(archive)
-
-    def _open_archive(self, stem: str) -> int | None:
-        try:
-            archive = os.open(ARCHIVE_DIR, _DIR_FLAGS, dir_fd=self._dir_fd)
-        except OSError:
-            return None
-        try:
-            return os.open(stem, _DIR_FLAGS, dir_fd=archive)
-        except OSError:
-            return None
         finally:
             os.close(archive)

@@ -31,7 +31,7 @@ ARCHIVE_DIR = "archive"
 RECORD_SUFFIX = ".seg"
 COMPRESSED_SUFFIXES = (".zst", ".gz")
 _NAME = re.compile(r"(\d{8}T\d{6}Z)-(\d{8,})\.jsonl(\.zst|\.gz)?")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +172,7 @@ def _open_subdir(parent: int, name: str, *, create: bool, fsync: bool) -> int | 
         except FileExistsError:
             pass
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -182,19 +182,27 @@ def _open_subdir(parent: int, name: str, *, create: bool, fsync: bool) -> int | 
         raise
 
 
+def open_archive(dir_fd: int, stem: str) -> int | None:
+    """`archive/<stem>/`, each step without following a symlink; None if it is missing or not
+    a directory (never raises: for readers and the upkeep thread)."""
+    try:
+        archive = os.open(ARCHIVE_DIR, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return os.open(stem, DIR_FLAGS, dir_fd=archive)
+    except OSError:
+        return None
+    finally:
+        os.close(archive)
+
+
 def archive_summary(dir_fd: int, stem: str, active_ino: int) -> tuple[int, int, float | None]:
     """(segments, their bytes on disk, when the oldest retained line was written) of a domain,
     for `/v1/domains` and the metrics. Never raises for a missing or odd archive."""
     segments: list[Segment] = []
     size = 0
-    try:
-        archive = os.open(ARCHIVE_DIR, _DIR_FLAGS, dir_fd=dir_fd)
-        try:
-            folder = os.open(stem, _DIR_FLAGS, dir_fd=archive)
-        finally:
-            os.close(archive)
-    except OSError:
-        folder = None
+    folder = open_archive(dir_fd, stem)
     if folder is not None:
         try:
             segments = list_segments(folder)
@@ -207,7 +215,7 @@ def archive_summary(dir_fd: int, stem: str, active_ino: int) -> tuple[int, int, 
         return len(segments), size, segments[0].start_time
     record = None
     with contextlib.suppress(OSError):
-        helper = os.open(".leitstand", _DIR_FLAGS, dir_fd=dir_fd)
+        helper = os.open(".leitstand", DIR_FLAGS, dir_fd=dir_fd)
         try:
             record = SegmentDir(stem, dir_fd, helper, fsync=False).read_record()
         finally:

@@ -19,12 +19,19 @@ from ..domains import file_stem
 from ..errors import NotFound
 from .files import identity, names
 from .owner import is_shortened, read_owner
-from .segments import ARCHIVE_DIR, ActiveRecord, Segment, SegmentDir, active_seq, list_segments
+from .segments import (
+    DIR_FLAGS,
+    ActiveRecord,
+    Segment,
+    SegmentDir,
+    active_seq,
+    list_segments,
+    open_archive,
+)
 from .sources import CompressedSource, RawSource, Source
 from .streams import StreamCache
 
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ATTEMPTS = 50
 
 
@@ -62,7 +69,7 @@ class DomainView:
                 if fd is not None:
                     os.close(fd)
                 raise
-            self._archive_fd = _open_archive(self._dir_fd, self.stem)
+            self._archive_fd = open_archive(self._dir_fd, self.stem)
             segments = list_segments(self._archive_fd) if self._archive_fd is not None else []
             if fd is not None and not names(name, self._dir_fd, identity(fd)):
                 os.close(fd)
@@ -79,7 +86,7 @@ class DomainView:
         """The active-file record; `NotFound` if the (shortened) name belongs to another
         domain (see `owner.py`)."""
         try:
-            helper = os.open(".leitstand", _DIR_FLAGS, dir_fd=self._dir_fd)
+            helper = os.open(".leitstand", DIR_FLAGS, dir_fd=self._dir_fd)
         except OSError:
             return None
         try:
@@ -166,17 +173,3 @@ def _open_active(name: str, dir_fd: int, domain: str) -> int | None:
         os.close(fd)
         raise NotFound(f"domain {domain!r} has no regular data file")
     return fd
-
-
-def _open_archive(dir_fd: int, stem: str) -> int | None:
-    """`archive/<stem>/`, each step without following a symlink; None if it is missing."""
-    try:
-        archive = os.open(ARCHIVE_DIR, _DIR_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        return os.open(stem, _DIR_FLAGS, dir_fd=archive)
-    except OSError:
-        return None
-    finally:
-        os.close(archive)

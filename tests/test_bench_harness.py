@@ -108,6 +108,25 @@ def test_schema_target_compares_with_the_same_case_without_schema() -> None:
     assert target["met"] is False
 
 
+def test_two_worker_target_needs_the_issues_speedup_for_each_kind() -> None:
+    from bench.report import TARGETS, check_targets
+
+    def row(kind: str, workers: int, events_per_second: float) -> dict:
+        return {"case": f"{kind}-c64-w{workers}", "kind": kind, "workers": workers,
+                "connections": 64, "events_per_second": events_per_second,
+                "requests_per_second": events_per_second, "floor_ratio": 0.5,
+                "p99_ms": 10.0, "peak_rss_mb_per_worker": [50.0]}
+
+    run = {"cases": [row("single", 1, 1_000.0), row("single", 2, 1_200.0),
+                     row("ndjson100", 1, 1_000.0), row("ndjson100", 2, 1_400.0)]}
+    verdicts = {t["target"].split(",")[0]: t for t in check_targets(run)
+                if "2 workers" in t["target"]}
+    assert TARGETS["two_workers_speedup"] == 1.3
+    assert verdicts["single"]["met"] is False  # faster than 1 worker, but only 1.2x
+    assert verdicts["single"]["measured"].startswith("1.20x")
+    assert verdicts["ndjson100"]["met"] is True
+
+
 def test_profile_summary_counts_each_sample_once_for_its_innermost_part() -> None:
     from bench.profile import summarize
 

@@ -27,10 +27,12 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from ..domains import file_stem
+from ..errors import LeitstandError
 from ..metrics import Metrics
 from ..store.datafile import DataFile, open_data_dir, open_helper_dir
 from ..store.domainfile import StoreOptions
@@ -51,8 +53,8 @@ class DomainSink(DataFile):
     def __init__(self, domain: str, dir_fd: int, helper_fd: int, *, fsync: bool,
                  lock_timeout: float, metrics: Metrics | None = None,
                  rotation: RotationPolicy | None = None, space: SpaceGuard | None = None,
-                 after_rotate: Callable[[], None] | None = None) -> None:
-        super().__init__(file_stem(domain), dir_fd, helper_fd, metrics or Metrics(),
+                 after_rotate: Callable[[], None] | None = None, stem: str | None = None) -> None:
+        super().__init__(stem or file_stem(domain), dir_fd, helper_fd, metrics or Metrics(),
                          fsync=fsync, lock_timeout=lock_timeout, label=domain)
         self.domain = domain
         # Rotation and the free-space guard, as in the embedded store (store/rotation.py,
@@ -79,12 +81,7 @@ class DomainSink(DataFile):
             self.open()
         self.lock()
         try:
-            self.follow_rotation()
-            size = self.size()
-            if not self._recovered:
-                size = self._recover(size)
-                self._recovered = True
-            size = self.cut_torn_tail(size)
+            size = self._settle()
             while self._rotation is not None and self._rotation.before_write(size):
                 size = self.cut_torn_tail(self.size())
                 self._mark_new_file()
@@ -104,9 +101,39 @@ class DomainSink(DataFile):
         finally:
             self.unlock()
 
+    def rotate_if_old(self, now: float) -> None:
+        """Close the file by age though nothing is written to it (the upkeep thread's check,
+        `store/maintenance.py`); skipped this round if another process holds the lock."""
+        if self._rotation is None:
+            return
+        if self.fd is None:
+            try:
+                self.open(create=False)
+            except FileNotFoundError:
+                return
+        if not self.try_lock():
+            return
+        try:
+            if self._rotation.rotate_if_old(self._settle(), now):
+                self._mark_new_file()
+        except OSError as exc:
+            raise storage_error(exc, f"cannot rotate the file of {self.domain}") from exc
+        finally:
+            self.unlock()
+
     def close_all(self) -> None:
         self.close()
         self._seqs.close()
+
+    def _settle(self) -> int:
+        """(Lock held.) Lock the file the name points to, settle the sequence log against it
+        once, cut a torn tail; return its size."""
+        self.follow_rotation()
+        size = self.size()
+        if not self._recovered:
+            size = self._recover(size)
+            self._recovered = True
+        return self.cut_torn_tail(size)
 
     def _mark_new_file(self) -> None:
         """After a rotation the last mark names the closed file; a start would take it for a
@@ -172,7 +199,10 @@ class DataDir:
         self._lifecycle = lifecycle
         self._space: SpaceGuard | None = None
         self._upkeep: Maintenance | None = None
-        self._domains: dict[str, DomainSink] = {}
+        self._domains: dict[str, DomainSink] = {}  # by stem
+        # Writes (the sink's task, in a thread) and the upkeep thread's age rotations take turns
+        # with a domain's writer.
+        self._writing = threading.Lock()
         self._fds: list[int] = []  # the data dir, the helper dir, the sink lock
         try:
             self._dir_fd = self._keep(open_data_dir(path))
@@ -188,11 +218,11 @@ class DataDir:
                 self._space = SpaceGuard(self._dir_fd, lifecycle.min_free_bytes, self._metrics)
                 self._metrics.free_bytes.set_function(self._space.free_or_nan)
                 if maintenance_needed(lifecycle):
-                    # Idle files are not rotated by age here: the sink's marks must name the file
-                    # it wrote last (age is checked at each write instead).
+                    # Idle files are rotated by age through the sink's own writer: its sequence
+                    # log must restart in the new file (`DomainSink._mark_new_file`).
                     self._upkeep = Maintenance(self._dir_fd, self._helper_fd, self._metrics,
                                                lifecycle, interval=lifecycle.upkeep_interval,
-                                               rotate_idle=False)
+                                               rotate_if_old=self._rotate_if_old)
                     self._upkeep.start()
         except BaseException:
             self.close()
@@ -203,15 +233,17 @@ class DataDir:
         return fd
 
     def domain(self, domain: str) -> DomainSink:
-        sink = self._domains.get(domain)
+        sink = self._domains.get(file_stem(domain))
         if sink is None:
-            sink = DomainSink(domain, self._dir_fd, self._helper_fd, fsync=self._fsync,
-                              lock_timeout=self._lock_timeout, metrics=self._metrics,
-                              rotation=self._lifecycle.rotation if self._lifecycle else None,
-                              space=self._space,
-                              after_rotate=self._upkeep.wake if self._upkeep else None)
-            self._domains[domain] = sink
+            sink = self._domains[file_stem(domain)] = self._new_sink(domain)
         return sink
+
+    def _new_sink(self, domain: str, stem: str | None = None) -> DomainSink:
+        return DomainSink(domain, self._dir_fd, self._helper_fd, fsync=self._fsync,
+                          lock_timeout=self._lock_timeout, metrics=self._metrics,
+                          rotation=self._lifecycle.rotation if self._lifecycle else None,
+                          space=self._space,
+                          after_rotate=self._upkeep.wake if self._upkeep else None, stem=stem)
 
     def apply(self, run: list[tuple[int, str, bytes]]) -> int:
         """Write a run of (sequence, domain, lines) in stream order; durable on return.
@@ -219,7 +251,24 @@ class DataDir:
         by_domain: dict[str, list[tuple[int, bytes]]] = {}
         for seq, domain, line in run:
             by_domain.setdefault(domain, []).append((seq, line))
-        return sum(self.domain(d).apply(items) for d, items in by_domain.items())
+        with self._writing:
+            return sum(self.domain(d).apply(items) for d, items in by_domain.items())
+
+    def _rotate_if_old(self, stem: str, now: float) -> None:
+        """(The upkeep thread.) Rotate the file of `stem` by age if it is due; a file this
+        process has not written yet gets a writer of its own for the check."""
+        with self._writing:
+            sink = self._domains.get(stem)
+            temporary = sink is None
+            if sink is None:
+                sink = self._new_sink(stem, stem)  # the stem as its label, as in the upkeep
+            try:
+                sink.rotate_if_old(now)
+            except (LeitstandError, OSError) as exc:
+                log.warning("cannot rotate %s by age: %s", sink.name, exc)
+            finally:
+                if temporary:
+                    sink.close_all()
 
     def close(self) -> None:
         if self._upkeep is not None:

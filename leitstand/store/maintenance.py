@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from ..domains import DATA_SUFFIX
 from ..errors import LeitstandError
@@ -25,7 +26,6 @@ from .segments import ARCHIVE_DIR, DIR_FLAGS, archive_summary, open_archive
 log = logging.getLogger("leitstand.store")
 
 
-
 def maintenance_needed(options: StoreOptions) -> bool:
     return (options.rotation.enabled or options.compress != "none"
             or options.retention.enabled)
@@ -33,13 +33,16 @@ def maintenance_needed(options: StoreOptions) -> bool:
 
 class Maintenance:
     def __init__(self, dir_fd: int, helper_fd: int, metrics: Metrics, options: StoreOptions,
-                 *, interval: float = 5.0, rotate_idle: bool = True) -> None:
+                 *, interval: float = 5.0,
+                 rotate_if_old: Callable[[str, float], None] | None = None) -> None:
         self._dir_fd = dir_fd
         self._helper_fd = helper_fd
         self._metrics = metrics
         self._options = options
         self._interval = interval
-        self._rotate_idle = rotate_idle  # rotate by age files nobody writes to
+        # Rotates the file of a stem by age though nobody writes to it: a `DomainFile` here, or
+        # the NATS sink's own writer (its sequence log must follow the rotation).
+        self._rotate_if_old = rotate_if_old or self._rotate_domain_file_if_old
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,7 +83,7 @@ class Maintenance:
     def run_once(self) -> None:
         now = time.time()
         stems = set(self._active_stems())
-        if self._rotate_idle and self._options.rotation.max_age is not None:
+        if self._options.rotation.max_age is not None:
             for stem in sorted(stems):
                 self._rotate_if_old(stem, now)
         for stem in sorted(stems | set(self._archived_stems())):
@@ -119,18 +122,15 @@ class Maintenance:
             if deleted:
                 self._metrics.retention_deletions.labels(label).inc(len(deleted))
 
-    def _rotate_if_old(self, stem: str, now: float) -> None:
+    def _rotate_domain_file_if_old(self, stem: str, now: float) -> None:
         file = DomainFile(stem, self._dir_fd, self._helper_fd, self._metrics, self._options)
         try:
             file.open(create=False)
             if not file.try_lock():
                 return  # a writer has it: it checks the age itself
             size = file.recover(tail_only=True)
-            rotation = file.rotation
-            assert rotation is not None
-            record = rotation.segments.active_record(file.inode)
-            if rotation.policy.due(size, record, now):
-                rotation.rotate()
+            assert file.rotation is not None
+            file.rotation.rotate_if_old(size, now)
         except (LeitstandError, OSError) as exc:
             log.warning("cannot rotate %s%s by age: %s", stem, DATA_SUFFIX, exc)
         finally:

@@ -74,6 +74,16 @@ class Rotation:
         self.rotate()
         return True
 
+    def rotate_if_old(self, size: int, now: float) -> bool:
+        """(Lock held, file clean at `size`.) Rotate if due, also when nothing is about to be
+        written (the upkeep's age check of an idle file); True if it did."""
+        assert self.file.fd is not None
+        record = self.segments.active_record(self.file.inode)
+        if not self.policy.due(size, record, now):
+            return False
+        self.rotate()
+        return True
+
     def rotate(self) -> Segment | None:
         """(Lock held, file clean.) Close the active file as the next segment; None if it is
         empty (nothing to close). Afterwards the file holds the lock on the new active file."""

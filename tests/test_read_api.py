@@ -43,6 +43,7 @@ async def test_domains_lists_counts_bytes_and_last_event(
     assert aussen["bytes"] == (data_dir / "aussen.jsonl").stat().st_size
     assert aussen["last_event_at"].endswith("Z")
     assert aussen["disk_bytes"] == aussen["bytes"] and aussen["segments"] == 0
+    assert aussen["oldest_event_at"].endswith("Z")  # the first line's time, without rotation too
     assert response.headers["X-RateLimit-Limit"]
     storage = response.json()["storage"]
     assert storage["free_bytes"] > 0 and storage["min_free_bytes"] == 64 * 1024**2

@@ -59,7 +59,8 @@ _DOMAINS_SCHEMA = {
                          "archive/<stem>/ (rotation)."},
             "oldest_event_at": {"type": ["string", "null"], "format": "date-time",
                                 "description": "When the oldest retained line was written "
-                                "(UTC; null: not known, e.g. before the first rotation)."},
+                                "(UTC; null: no line retained). Of a file no leitstand writer has "
+                                "written to yet: its last change."},
         },
     }}, "storage": {
         "type": "object", "required": ["free_bytes", "min_free_bytes"],

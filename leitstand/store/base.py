@@ -36,7 +36,8 @@ class DomainInfo:
     """One domain as the read side sees it. `events`, `bytes`: whole lines of the active file;
     `last_event_at`: Unix time of the last append. `disk_bytes`: the active file and every
     retained segment as stored (compressed); `oldest_event_at`: when the oldest retained line was
-    written, when known (the first segment's start, or the active file's first line)."""
+    written (the first segment's start, or the active file's first line: as its record notes it,
+    else the file's creation time; see `segments.archive_summary`), None for an empty domain."""
 
     domain: str
     file: str

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..domains import DATA_SUFFIX
 from ..errors import LockTimeout
 from ..metrics import Metrics
+from .birth import created_or_changed
 from .files import (
     FILE_MODE,
     identity,
@@ -155,6 +156,14 @@ class DataFile:
     def size(self) -> int:
         assert self.fd is not None
         return os.fstat(self.fd).st_size
+
+    def first_line_at(self, size: int, now: float) -> float:
+        """When the file's first line was written, for its record (`segments.py`) when none is
+        noted yet: `now` for an empty file about to get it. A file whose first line no rotating
+        writer saw (from before an upgrade, from a time without rotation, or begun by an outside
+        tool) gets its creation time, else its last change: what `/v1/domains` showed for it."""
+        assert self.fd is not None
+        return now if size == 0 else created_or_changed(self.fd)
 
     # -- writing (lock held) -------------------------------------------------------------------
     def append(self, payload: bytes) -> None:

@@ -23,6 +23,7 @@ import orjson
 from ..domains import DATA_SUFFIX, data_file_name, normalize_domain
 from ..errors import InvalidDomain
 from .base import Batch, DomainInfo
+from .birth import created_or_changed
 from .pages import read_batch
 from .segments import archive_summary
 from .streams import StreamCache
@@ -128,11 +129,12 @@ class DomainStats:
                 known = _Scanned(st.st_ino, domain, 0, 0)
             known.offset, new = _count_lines(fd, known.offset, st.st_size)
             known.events += new
+            born = created_or_changed(fd) if st.st_size else None
         finally:
             os.close(fd)
         seen[name] = known
-        segments, segment_bytes, oldest = archive_summary(self._dir_fd, name[: -len(DATA_SUFFIX)],
-                                                          st.st_ino)
+        segments, segment_bytes, oldest = archive_summary(
+            self._dir_fd, name[: -len(DATA_SUFFIX)], st.st_ino, active_born=born)
         return DomainInfo(
             domain=known.domain,
             file=name,
@@ -141,7 +143,7 @@ class DomainStats:
             last_event_at=st.st_mtime if known.events else None,
             disk_bytes=st.st_size + segment_bytes,
             segments=segments,
-            oldest_event_at=oldest,
+            oldest_event_at=oldest if segments or st.st_size else None,
         )
 
 

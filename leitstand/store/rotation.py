@@ -68,7 +68,7 @@ class Rotation:
         now = time.time()
         assert self.file.fd is not None
         record = self.segments.active_record(self.file.inode,
-                                             first_line_at=now if size == 0 else None)
+                                             first_line_at=self.file.first_line_at(size, now))
         if not self.policy.due(size, record, now):
             return False
         self.rotate()
@@ -78,7 +78,10 @@ class Rotation:
         """(Lock held, file clean at `size`.) Rotate if due, also when nothing is about to be
         written (the upkeep's age check of an idle file); True if it did."""
         assert self.file.fd is not None
-        record = self.segments.active_record(self.file.inode)
+        if size == 0:
+            return False  # nothing to close, and no first line to note the time of
+        record = self.segments.active_record(self.file.inode,
+                                             first_line_at=self.file.first_line_at(size, now))
         if not self.policy.due(size, record, now):
             return False
         self.rotate()

@@ -197,9 +197,15 @@ def open_archive(dir_fd: int, stem: str) -> int | None:
         os.close(archive)
 
 
-def archive_summary(dir_fd: int, stem: str, active_ino: int) -> tuple[int, int, float | None]:
+def archive_summary(dir_fd: int, stem: str, active_ino: int, *,
+                    active_born: float | None = None) -> tuple[int, int, float | None]:
     """(segments, their bytes on disk, when the oldest retained line was written) of a domain,
-    for `/v1/domains` and the metrics. Never raises for a missing or odd archive."""
+    for `/v1/domains` and the metrics. Never raises for a missing or odd archive.
+
+    The oldest line is the first segment's, else the active file's first one as its record
+    notes it (rotation on), else `active_born`: when the active file was created (a domain's
+    file is created for its first line; `birth.py`), what a rotating writer will note for it
+    (`DataFile.first_line_at`)."""
     segments: list[Segment] = []
     size = 0
     folder = open_archive(dir_fd, stem)
@@ -220,5 +226,6 @@ def archive_summary(dir_fd: int, stem: str, active_ino: int) -> tuple[int, int, 
             record = SegmentDir(stem, dir_fd, helper, fsync=False).read_record()
         finally:
             os.close(helper)
-    start = record.start if record is not None and record.ino == active_ino else None
-    return 0, 0, start
+    if record is not None and record.ino == active_ino and record.start is not None:
+        return 0, 0, record.start
+    return 0, 0, active_born

@@ -199,29 +199,53 @@ class DomainWriter:
 
     # -- commit loop ---------------------------------------------------------------------------
     async def _drain(self) -> None:
+        """Commit the pending requests group by group. A group is formed once the lock is ours,
+        so every request that arrived while the lock was awaited (another worker committing)
+        joins it instead of queueing for a lock handoff and an fsync of its own."""
         loop = asyncio.get_running_loop()
         while self._pending:
+            deadline = min(r.arrived for r in self._pending) + self._options.lock_timeout
+            try:
+                if self._file.fd is None:
+                    await loop.run_in_executor(self._pool, self._file.open)
+                await self._lock(deadline)
+            except LockTimeout as exc:
+                self._expire(exc, max(time.monotonic(), deadline))
+                continue
+            except Exception as exc:
+                pending, self._pending = self._pending, []
+                self._finish(pending, [self._as_error(exc)] * len(pending))
+                continue
             group, self._pending = self._pending, []
             self._metrics.group_size.observe(len(group))
             outcomes: list[Outcome]
             try:
-                if self._file.fd is None:
-                    await loop.run_in_executor(self._pool, self._file.open)
-                await self._lock(group)
-                try:
-                    outcomes = await loop.run_in_executor(
-                        self._pool, self._file.commit,
-                        [(r.lines, r.idempotency) for r in group],
-                    )
-                finally:
-                    self._file.unlock()
-            except LeitstandError as exc:
-                outcomes = [exc] * len(group)
-            except Exception as exc:  # never leave a caller hanging
-                log.exception("commit for %s failed", self._file.name)
-                error = LeitstandError(f"internal error while storing: {type(exc).__name__}")
-                outcomes = [error] * len(group)
+                outcomes = await loop.run_in_executor(
+                    self._pool, self._file.commit, [(r.lines, r.idempotency) for r in group],
+                )
+            except Exception as exc:
+                outcomes = [self._as_error(exc)] * len(group)
+            finally:
+                self._file.unlock()
             self._finish(group, outcomes)
+
+    def _as_error(self, exc: Exception) -> LeitstandError:
+        if isinstance(exc, LeitstandError):
+            return exc
+        log.error("commit for %s failed", self._file.name, exc_info=exc)
+        # never leave a caller hanging
+        return LeitstandError(f"internal error while storing: {type(exc).__name__}")
+
+    def _expire(self, exc: LockTimeout, now: float) -> None:
+        """Answer the requests that waited `lock_timeout` for the lock; the others go on
+        waiting (their own deadlines are later)."""
+        expired: list[_Request] = []
+        waiting: list[_Request] = []
+        for request in self._pending:
+            late = request.arrived + self._options.lock_timeout <= now
+            (expired if late else waiting).append(request)
+        self._pending = waiting
+        self._finish(expired, [exc] * len(expired))
 
     def _finish(self, group: list[_Request], outcomes: list[Outcome]) -> None:
         now = time.monotonic()
@@ -236,14 +260,14 @@ class DomainWriter:
                 self._metrics.append_seconds.observe(now - request.arrived)
                 request.future.set_result(outcome)
 
-    async def _lock(self, group: list[_Request]) -> None:
-        """Take the data file's flock before the oldest request of the group has waited
-        `lock_timeout`. Uncontended: one non-blocking call. Contended: a blocking flock in a
-        thread of its own (the kernel wakes it when the holder lets go, so a busy writer in
-        another process cannot starve it), awaited with the deadline; a wait that outlives its
-        group serves the next group, or lets go of the lock if there is none."""
+    async def _lock(self, deadline: float) -> None:
+        """Take the data file's flock by `deadline` (the oldest pending request's arrival plus
+        `lock_timeout`), else `LockTimeout`. Uncontended: one non-blocking call. Contended: a
+        blocking flock in a thread of its own (the kernel wakes it when the holder lets go, so
+        a busy writer in another process cannot starve it), awaited with the deadline; a wait
+        that outlives its requests serves the next ones, or lets go of the lock if there are
+        none."""
         started = time.monotonic()
-        deadline = min(r.arrived for r in group) + self._options.lock_timeout
         try:
             if self._waiter is None:
                 if self._file.try_lock():
@@ -261,7 +285,7 @@ class DomainWriter:
                     ) from None
             finally:
                 self._wanted = False
-            self._waiter = None
+            self._waiter = None  # ours now: `_on_waiter_done` leaves it alone
             waiter.result()  # the flock's OSError, if any
         finally:
             self._metrics.lock_wait_seconds.observe(time.monotonic() - started)
@@ -294,9 +318,9 @@ class DomainWriter:
         return future
 
     def _on_waiter_done(self, future: asyncio.Future[None]) -> None:
-        """Runs before the waiting group resumes: if no group wants the lock any more (they
-        all timed out), let go of it at once."""
-        if self._wanted:
+        """Runs before (or, in a race with the deadline, after) the waiting `_lock` resumes: if
+        nobody wants or took the lock (its requests all timed out), let go of it at once."""
+        if self._wanted or self._waiter is not future:
             return
         self._waiter = None
         if not future.cancelled() and future.exception() is None:

@@ -37,6 +37,7 @@ from ..metrics import Metrics
 from ..store.datafile import DataFile, open_data_dir, open_helper_dir
 from ..store.domainfile import StoreOptions
 from ..store.files import FILE_MODE, holds, storage_error
+from ..store.legacy import migrate_legacy_names
 from ..store.maintenance import Maintenance, maintenance_needed
 from ..store.rotation import Rotation, RotationPolicy
 from ..store.space import SpaceGuard
@@ -214,6 +215,8 @@ class DataDir:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise SystemExit(f"leitstand sink: another sink is running on {path}") from None
+            migrate_legacy_names(self._dir_fd, self._helper_fd, self._metrics, fsync=fsync,
+                                 lock_timeout=lock_timeout)
             if lifecycle is not None:
                 self._space = SpaceGuard(self._dir_fd, lifecycle.min_free_bytes, self._metrics)
                 self._metrics.free_bytes.set_function(self._space.free_or_nan)

@@ -31,6 +31,7 @@ from ..metrics import Metrics
 from .base import AppendResult, Batch, DomainInfo, Health, Idempotency
 from .datafile import open_data_dir, open_helper_dir
 from .domainfile import DomainFile, Outcome, StoreOptions
+from .legacy import migrate_legacy_names
 from .maintenance import Maintenance, maintenance_needed
 from .reader import FileReader
 from .space import SpaceGuard
@@ -61,6 +62,8 @@ class JsonlStore:
         self.space = SpaceGuard(self._dir_fd, options.min_free_bytes, metrics)
         metrics.free_bytes.set_function(self.space.free_or_nan)
         self._pool = ThreadPoolExecutor(options.io_threads, thread_name_prefix="leitstand-io")
+        migrate_legacy_names(self._dir_fd, self._helper_fd, metrics, fsync=options.fsync,
+                             lock_timeout=options.lock_timeout)
         self._recover_all()
         self._reader = FileReader(self._dir_fd)
         self._maintenance: Maintenance | None = None

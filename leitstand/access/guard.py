@@ -1,6 +1,6 @@
 """`Access`: who is asking (X-Auth → a named token) and what that token may do.
 
-The request path calls into it in a few places only: `authenticate` (in the shared guard of
+The request path calls into it in a few places only: `identify` (in the shared guard of
 every protected route), `require_write` (ingest, once the batch's domain is known),
 `require_read` / `may_read` (the read routes), `stream_revoked` (an open stream re-checks its
 token), `stored` and `rejected` (the metrics). The token set is LEITSTAND_TOKEN's secrets (name
@@ -112,10 +112,10 @@ class Access:
                 "loaded_at": rfc3339_epoch(self.loaded_at)}
 
     # -- checks on the request path -------------------------------------------------------------
-    def authenticate(self, request: Request) -> Token:
-        """Exactly one X-Auth header naming a token in force, not expired, within its own rate
-        limit; remembered as `request.state.token`. Raise 401 (429 for the token's limit)."""
-        given = [value for name, value in request.scope["headers"] if name == b"x-auth"]
+    def identify(self, given: list[bytes], state: dict[str, Any]) -> Token:
+        """Exactly one X-Auth header (`given`: the values of all of them) naming a token in
+        force, not expired, within its own rate limit; remembered in the request's `state`
+        (`scope["state"]`: `token`, `token_name`). Raise 401 (429 for the token's limit)."""
         if len(given) != 1:
             raise Unauthorized("missing X-Auth header" if not given
                                else "more than one X-Auth header")
@@ -125,8 +125,8 @@ class Access:
         if token.expired():
             assert token.expires is not None
             raise Unauthorized(f"token expired at {rfc3339(token.expires)}")
-        request.state.token = token
-        request.state.token_name = token.name
+        state["token"] = token
+        state["token_name"] = token.name
         self.metrics.requests.labels(self._label(token)).inc()
         if token.rate_limit is not None:
             self._hit_token_limit(token, token.rate_limit)
@@ -142,10 +142,11 @@ class Access:
             raise RateLimited(f"rate limit of token '{token.name}' exceeded",
                               headers={"Retry-After": str(max(1, math.ceil(frees_in)))})
 
-    def require_write(self, request: Request, domain: str) -> None:
-        token: Token = request.state.token
+    def require_write(self, state: dict[str, Any], domain: str) -> None:
+        """For ingest (`state`: the request's `scope["state"]`, after `identify`)."""
+        token: Token = state["token"]
         if not token.can_write(domain):
-            request.state.domain = domain  # the rejection record names the domain
+            state["domain"] = domain  # the rejection record names the domain
             raise Forbidden(f"token '{token.name}' may not write domain '{domain}'")
 
     def require_read(self, request: Request, domain: str) -> None:
@@ -190,8 +191,7 @@ class Access:
         return None
 
     # -- records ------------------------------------------------------------------------------
-    def stored(self, request: Request, events: int) -> None:
-        token: Token = request.state.token
+    def stored(self, token: Token, events: int) -> None:
         self.metrics.events.labels(self._label(token)).inc(events)
 
     def rejected(self, request: Request, reason: str) -> None:

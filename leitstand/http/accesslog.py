@@ -64,19 +64,26 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(template, str(status)).inc()
-            if log.isEnabledFor(logging.INFO):
-                client = scope.get("client")
-                log.info(
-                    "request_id=%s client=%s token=%s method=%s path=%s status=%d "
-                    "duration_ms=%.1f",
-                    request_id,
-                    clean(client[0] if client else "-"),
-                    scope["state"].get("token_name", "-"),  # a validated name, never a secret
-                    clean(scope["method"], 16),
-                    clean(scope["path"]),
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                )
+            record_request(self.metrics, scope, status, request_id, started)
+
+
+def record_request(metrics: Metrics, scope: Scope, status: int, request_id: str,
+                   started: float) -> None:
+    """The request's access log line and its count in `leitstand_requests` (by route template,
+    `scope["route"]`); for the middleware and the lean ingest front (front.py) alike."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    metrics.requests.labels(template, str(status)).inc()
+    if log.isEnabledFor(logging.INFO):
+        client = scope.get("client")
+        log.info(
+            "request_id=%s client=%s token=%s method=%s path=%s status=%d "
+            "duration_ms=%.1f",
+            request_id,
+            clean(client[0] if client else "-"),
+            scope["state"].get("token_name", "-"),  # a validated name, never a secret
+            clean(scope["method"], 16),
+            clean(scope["path"]),
+            status,
+            (time.perf_counter() - started) * 1000,
+        )

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from .. import __version__
 from ..access import Access
@@ -26,6 +27,7 @@ from . import ingest, ops, read, stream, web
 from .accesslog import AccessLog
 from .apidoc import openapi_document
 from .boundary import install_error_boundary
+from .front import IngestFront
 from .hub import close_streams_on_exit_signals
 from .ratelimit import RateLimiter
 from .rejections import Rejections
@@ -40,6 +42,15 @@ A 2xx answer means the events are on disk (fsynced) exactly once.
 Every request that reads or writes events needs a token in `X-Auth`: LEITSTAND_TOKEN (full
 access) or a named token from LEITSTAND_TOKENS_FILE, which may write and read only the domains
 its patterns name (else 403)."""
+
+
+class LeitstandApp(FastAPI):
+    """FastAPI with the lean ingest front (front.py) as the outermost layer of its stack:
+    the ingest routes are served there, everything else by FastAPI as usual."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        svc: Service = self.state.service
+        return IngestFront(super().build_middleware_stack(), ingest.ROUTES, svc)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -74,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield {HEADER_TIMEOUT_KEY: settings.header_timeout}
         await store.close()
 
-    app = FastAPI(
+    app = LeitstandApp(
         title="leitstand",
         version=__version__,
         description=DESCRIPTION,

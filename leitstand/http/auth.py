@@ -1,37 +1,48 @@
 """The guard in front of every route that reads or writes events: the per-IP rate limit (the
 ingest or the read budget), then the `X-Auth` check, which names the token (leitstand.access).
-`guard(request)` is the one place a request is admitted; FastAPI routes
-(all of them read routes) take it as the typed dependency `Guarded`, the lean ingest routes call
-`guard` first thing."""
+`admit` is the one place a request is admitted: the lean ingest front (front.py) calls it with
+the raw request's parts, `guard(request)` with a Starlette request's; FastAPI routes (all of
+them read routes) take it as the typed dependency `Guarded`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from starlette.requests import Request
 
 from .ratelimit import RateState
-from .service import service
+from .service import Service, service
+
+
+def admit(svc: Service, state: dict[str, Any], peer: str | None, forwarded_for: str | None,
+          auth: list[bytes], *, read: bool = False) -> RateState:
+    """Count the request against its client's rate limit — LEITSTAND_RATE_LIMIT for ingest,
+    LEITSTAND_READ_RATE_LIMIT for reads — before auth, so that guessing a token is limited too;
+    then identify the token in `X-Auth` (`auth`: the values of every such header) and count the
+    request against the token's own limit, if it has one. `state` is the request's
+    `scope["state"]`: `client_ip`, `rate` (its headers go on every answer, errors included: the
+    error boundary reads it) and the token (`Access.identify`)."""
+    limiter = svc.read_limiter if read else svc.limiter
+    client = limiter.client_ip(peer, forwarded_for)
+    state["client_ip"] = client
+    rate = limiter.hit(client)
+    state["rate"] = rate
+    svc.access.identify(auth, state)
+    return rate
 
 
 def guard(request: Request, *, read: bool = False) -> RateState:
-    """Count the request against its client's rate limit — LEITSTAND_RATE_LIMIT for ingest,
-    LEITSTAND_READ_RATE_LIMIT for reads — before auth, so that guessing a token is limited too;
-    then identify the token in `X-Auth` (`request.state.token`) and count the request against
-    the token's own limit, if it has one. The rate headers go on every answer, errors included
-    (`request.state.rate_headers`, read by the error boundary)."""
-    svc = service(request)
-    limiter = svc.read_limiter if read else svc.limiter
-    client = limiter.client_ip(
+    """`admit` for a Starlette request."""
+    request.state  # noqa: B018 - makes sure `scope["state"]` exists
+    return admit(
+        service(request),
+        request.scope["state"],
         request.client.host if request.client else None,
         request.headers.get("x-forwarded-for"),
+        [value for name, value in request.scope["headers"] if name == b"x-auth"],
+        read=read,
     )
-    request.state.client_ip = client
-    state = limiter.hit(client)
-    request.state.rate_headers = state.headers()
-    svc.access.authenticate(request)
-    return state
 
 
 async def _read_guard_dependency(request: Request) -> RateState:

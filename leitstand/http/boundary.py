@@ -1,7 +1,10 @@
 """The one error boundary: every error of every route becomes `{"detail": "<reason>"}` with its
 status, is counted by reason (`leitstand_rejections_total`) and recorded for
 `GET /v1/rejections`. The headers a route promised on every answer (rate limit, deprecation)
-go on its errors too."""
+go on its errors too.
+
+Starlette's exception middlewares call these handlers for the FastAPI app's routes; the lean
+ingest front (front.py) calls `error_response`, which picks the same handler."""
 
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ def answer(request: Request, status: int, detail: Any, reason: str,
     svc.metrics.rejections.labels(reason).inc()
     svc.access.rejected(request, reason)  # by token name too, once the token was known
     svc.rejections.record(request, status, str(detail), (extra or {}).get("errors", ()))
+    rate = getattr(request.state, "rate", None)  # set by the guard (auth.py)
     merged = {**getattr(request.state, "route_headers", {}),
-              **getattr(request.state, "rate_headers", {}), **(headers or {})}
+              **(rate.headers() if rate is not None else {}), **(headers or {})}
     return JSONResponse({"detail": detail, **(extra or {})}, status_code=status,
                         headers=merged)
 
@@ -70,3 +74,11 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
     return answer(request, 500, "internal error", "internal",
                   {"X-Request-ID": request_id} if request_id else None)
+
+
+async def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to `exc`, by the handler `install_error_boundary` registers for it (the lean
+    ingest front raises `LeitstandError`s, or something unexpected)."""
+    if isinstance(exc, LeitstandError):
+        return await leitstand_error(request, exc)
+    return await unexpected(request, exc)

@@ -1,14 +1,15 @@
 """The ingest endpoints — `POST /v1/ingest` and the deprecated `POST /ingest/{domain}` — with
 their parameters, their answers and their OpenAPI operations, all defined here.
 
-They are plain Starlette routes in the app's one router (trailing slashes, `root_path`, 405 with
-`Allow` behave as for every route) and raise into the app's one error boundary. They skip
-FastAPI's dependency solving and validation: profiling showed those costing more CPU per
-request than leitstand's own work (bench/notes.md), and the endpoints take nothing that FastAPI
-could validate (one optional string).
+They are `LeanRoute`s: the lean front (front.py), the app's outermost ASGI callable, serves
+them from the raw ASGI scope, with no per-request framework objects, and answers their errors
+through the app's one error boundary. The same routes sit in the FastAPI router, for the
+OpenAPI document and for the edges of routing (trailing slashes, 405 with `Allow`), which the
+front leaves to the router. They skip FastAPI's dependency solving and validation: the
+endpoints take nothing that FastAPI could validate (one optional string).
 
 One request, in order (`ingest`):
-  1. `guard`: rate limit per client IP, then `X-Auth` names the token (auth.py);
+  1. `admit`: rate limit per client IP, then `X-Auth` names the token (auth.py);
   2. `read_ingest_body`: the whole body, bounded and with a deadline, then `encode_events`
      (decode.py): JSON/NDJSON → one validated, compact line per event, domain settled; then
      may the token write that domain (403, leitstand/access), then the domain's JSON Schema
@@ -28,16 +29,16 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import QueryParams
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ..decode import DecodedBatch, encode_events, media_kind, read_body
 from ..errors import BadRequest, BodyTimeout
 from ..store import AppendResult, Idempotency
-from .apidoc import RATE_HEADERS, RETRY_AFTER, SECURITY, DocumentedRoute, error
-from .auth import guard
+from .apidoc import RATE_HEADERS, RETRY_AFTER, SECURITY, error
+from .auth import admit
 from .deadlines import within
-from .service import service
+from .front import Answer, IngestCall, LeanRoute, answer
+from .ratelimit import RateState
 
 # The first release deprecates the legacy route; it is removed six months later.
 DEPRECATED_SINCE = datetime(2026, 11, 26, tzinfo=timezone.utc)
@@ -47,56 +48,60 @@ LEGACY_HEADERS = {
     "Sunset": format_datetime(SUNSET, usegmt=True),
     "Link": '</v1/ingest>; rel="successor-version"',
 }
+_LEGACY_RAW = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+               for name, value in LEGACY_HEADERS.items()]
+_REPLAYED = (b"idempotent-replayed", b"true")
+_JSON = b"application/json"
+_TEXT = b"text/plain; charset=utf-8"
 _MAX_IDEMPOTENCY_KEY = 255
 
 
-async def ingest_v1(request: Request) -> Response:
+async def ingest_v1(call: IngestCall) -> Answer:
     """Append events to the domain's JSONL file; answer once they are durable."""
-    domain, result = await ingest(request, _query_domain(request))
-    headers = request.state.rate_headers
+    rate, domain, result = await ingest(call, _domain_in_query(call.scope["query_string"]))
+    headers = rate.raw_headers()
     if result.replayed:
-        headers = {**headers, "Idempotent-Replayed": "true"}
-    # orjson, not JSONResponse's json.dumps: the same bytes, ~2.5 us less per request
-    answer = {"status": "accepted", "accepted": result.accepted, "domain": domain}
-    return Response(orjson.dumps(answer), status_code=202, headers=headers,
-                    media_type="application/json")
+        headers.append(_REPLAYED)
+    body = orjson.dumps({"status": "accepted", "accepted": result.accepted, "domain": domain})
+    return answer(202, headers, body, _JSON)
 
 
-async def ingest_legacy(request: Request) -> Response:
+async def ingest_legacy(call: IngestCall) -> Answer:
     """The pre-v1 route: same bodies, answers `ok`. Use `POST /v1/ingest?domain=...`."""
     # Every answer of this route, errors included, says that it is deprecated.
-    request.state.route_headers = LEGACY_HEADERS
-    await ingest(request, request.path_params["domain"])
-    return PlainTextResponse("ok", headers={**LEGACY_HEADERS, **request.state.rate_headers})
+    call.state["route_headers"] = LEGACY_HEADERS
+    rate, _, _ = await ingest(call, call.scope["path_params"]["domain"])
+    return answer(200, [*_LEGACY_RAW, *rate.raw_headers()], b"ok", _TEXT)
 
 
-async def ingest(request: Request, domain_param: str | None) -> tuple[str, AppendResult]:
+async def ingest(call: IngestCall, domain_param: str | None,
+                 ) -> tuple[RateState, str, AppendResult]:
     """Admit, decode, store, wake the streams (the steps in the module docstring)."""
-    guard(request)
-    batch = await read_ingest_body(request, domain_param)
-    svc = service(request)
+    svc = call.svc
+    rate = admit(svc, call.state, call.peer, call.header(b"x-forwarded-for"), call.auth)
+    batch = await read_ingest_body(call, domain_param)
     result = await svc.store.append(batch.domain, batch.lines,
-                                    idempotency_of(request, batch.lines))
+                                    idempotency_of(call, batch.lines))
     svc.hub.publish(batch.domain)
     if not result.replayed:
-        svc.access.stored(request, result.accepted)
-    return batch.domain, result
+        svc.access.stored(call.state["token"], result.accepted)
+    return rate, batch.domain, result
 
 
-async def read_ingest_body(request: Request, domain_param: str | None) -> DecodedBatch:
+async def read_ingest_body(call: IngestCall, domain_param: str | None) -> DecodedBatch:
     """The request's events as stored lines, all for one domain."""
-    svc = service(request)
+    svc = call.svc
     settings = svc.settings
-    kind = media_kind(request.headers.get("content-type"))
+    kind = media_kind(call.header(b"content-type"))
     timeout = settings.body_timeout
     try:
         # The whole body is read before the store is touched, so a slow client holds no lock;
         # the deadline frees the connection from a client that never finishes.
         body = await within(
             read_body(
-                request.stream(),
-                content_length=request.headers.get("content-length"),
-                content_encoding=request.headers.get("content-encoding"),
+                call.body_chunks(),
+                content_length=call.header(b"content-length"),
+                content_encoding=call.header(b"content-encoding"),
                 limit=settings.max_body,
             ),
             timeout,
@@ -109,11 +114,12 @@ async def read_ingest_body(request: Request, domain_param: str | None) -> Decode
             headers={"Connection": "close"},
         ) from exc
     schemas = svc.schemas
+    state = call.state
 
     def check(domain: str, events: Sequence[Any]) -> None:
         # Once the batch's domain is known: may the token write it (403, the whole batch),
         # then the schema (422) — a token never learns another domain's schema errors.
-        svc.access.require_write(request, domain)
+        svc.access.require_write(state, domain)
         if schemas is not None:
             schemas.check(domain, events)
 
@@ -121,8 +127,8 @@ async def read_ingest_body(request: Request, domain_param: str | None) -> Decode
                          check=check)
 
 
-def idempotency_of(request: Request, lines: list[bytes]) -> Idempotency | None:
-    key = request.headers.get("idempotency-key")
+def idempotency_of(call: IngestCall, lines: list[bytes]) -> Idempotency | None:
+    key = call.header(b"idempotency-key")
     if key is None:
         return None
     if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
@@ -134,14 +140,10 @@ def idempotency_of(request: Request, lines: list[bytes]) -> Idempotency | None:
 
 @lru_cache(maxsize=256)
 def _domain_in_query(query_string: bytes) -> str | None:
-    return QueryParams(query_string).get("domain")
-
-
-def _query_domain(request: Request) -> str | None:
     """`?domain=`; repeated, the last one wins (as Starlette's `QueryParams.get`). Cached per
     raw query string: producers send the same one again and again, and parsing it is ~5% of a
     request (bench/notes.md)."""
-    return _domain_in_query(request.scope["query_string"])
+    return QueryParams(query_string).get("domain")
 
 
 # -- OpenAPI -----------------------------------------------------------------------------------
@@ -267,7 +269,6 @@ _LEGACY_OPERATION = {
 }
 
 ROUTES = [
-    DocumentedRoute("/v1/ingest", ingest_v1, method="POST", operation=_V1_OPERATION),
-    DocumentedRoute("/ingest/{domain}", ingest_legacy, method="POST",
-                    operation=_LEGACY_OPERATION),
+    LeanRoute("/v1/ingest", ingest_v1, method="POST", operation=_V1_OPERATION),
+    LeanRoute("/ingest/{domain}", ingest_legacy, method="POST", operation=_LEGACY_OPERATION),
 ]

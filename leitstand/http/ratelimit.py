@@ -28,6 +28,14 @@ class RateState:
             "X-RateLimit-Reset": str(self.reset_after),
         }
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as an ASGI answer carries them (the names as Starlette writes them)."""
+        return [
+            (b"x-ratelimit-limit", b"%d" % self.limit),
+            (b"x-ratelimit-remaining", b"%d" % self.remaining),
+            (b"x-ratelimit-reset", b"%d" % self.reset_after),
+        ]
+
 
 class MovingWindow:
     """At most `amount` hits per key in any `seconds`-long window: `limits`' moving window,

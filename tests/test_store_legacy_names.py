@@ -251,3 +251,21 @@ async def test_server_with_two_workers_serves_an_old_named_file(tmp_path: Path) 
     assert log.count("renamed ") == 1, log
     assert_migrated(data, LONG, inode)
     assert [e["n"] for e in stored_events(new_path(data, LONG))] == list(range(13))
+
+
+async def test_the_segments_of_an_old_name_move_with_it(tmp_path: Path) -> None:
+    """A rotated file under the old name: `archive/<old stem>/` becomes `archive/<new stem>/`,
+    so paging from the start walks the segment, then the active file."""
+    inode = await write_old_layout(tmp_path, LONG, count=2)
+    old, new = legacy_stem(LONG), file_stem(LONG)
+    segments = tmp_path / "archive" / str(old)
+    segments.mkdir(parents=True)
+    (segments / "20260101T000000Z-00000001.jsonl").write_bytes(_line(LONG, -1))
+    store = JsonlStore(tmp_path, Metrics(), StoreOptions())
+    try:
+        assert_migrated(tmp_path, LONG, inode)
+        assert not segments.exists()
+        assert (tmp_path / "archive" / new / "20260101T000000Z-00000001.jsonl").exists()
+        assert await read_all(store, LONG) == [_line(LONG, n) for n in (-1, 0, 1)]
+    finally:
+        await store.close()

@@ -11,12 +11,12 @@ the other, once it has the lock, finds the old name gone):
 1. The file's lines name its domain, and the old name must be exactly that domain's old name
    (the 32 hex digits are checked). Otherwise the file is left alone.
 2. If another file has the new name, or another domain owns the (shortened) new name
-   (`owner.py`), or a segment directory of the new name exists, both are left as they are and a
+   (`owner.py`), or both names have a segment directory, both are left as they are and a
    warning names both files: the old file's events are not served until someone merges them.
-3. The owner record of a shortened new name is written; the helper files of the old stem
-   (`.leitstand/<old>.idem`, `.quarantine`, `.seq`, `.seg`, ...) and its segment directory
-   `archive/<old>/` are renamed to the new stem, and their directories fsynced. What they hold
-   names the data file by inode, which a rename keeps: idempotency keys keep answering.
+3. The helper files of the old stem (`.leitstand/<old>.idem`, `.quarantine`, `.seq`, `.seg`,
+   ...) are renamed to the new stem, the owner record of a shortened new name is written, the
+   segment directory `archive/<old>/` is renamed too, and their directories fsynced. What they
+   hold names the data file by inode, which a rename keeps: idempotency keys keep answering.
 4. The data file gets its new name with `link` (which never replaces a file), the directory is
    fsynced, the old name is unlinked and the directory fsynced again.
 
@@ -98,13 +98,13 @@ def _migrate(file: DataFile) -> None:
                     "kept; the events in %s are not served until they are merged by hand",
                     file.name, domain, new_name, taken, file.name)
         return
-    if is_shortened(domain):
-        claim(file.helper_fd, stem, domain, fsync=file.fsync)
     for suffix in HELPER_SUFFIXES:
         if suffix != DATA_SUFFIX:
             _rename_if_there(file.stem + suffix, stem + suffix, file.helper_fd)
     if file.fsync:
         os.fsync(file.helper_fd)
+    if is_shortened(domain):
+        claim(file.helper_fd, stem, domain, fsync=file.fsync)
     _move_archive(file, stem)
     try:
         os.link(file.name, new_name, src_dir_fd=file.dir_fd, dst_dir_fd=file.dir_fd,

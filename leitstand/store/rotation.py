@@ -66,10 +66,7 @@ class Rotation:
         """(Lock held, file clean at `size`.) Rotate if due; True if it did (the caller then
         recovers the new file and calls again). Notes when an empty file gets its first line."""
         now = time.time()
-        assert self.file.fd is not None
-        record = self.segments.active_record(self.file.inode,
-                                             first_line_at=self.file.first_line_at(size, now))
-        if not self.policy.due(size, record, now):
+        if not self.policy.due(size, self._record(size, now), now):
             return False
         self.rotate()
         return True
@@ -77,15 +74,23 @@ class Rotation:
     def rotate_if_old(self, size: int, now: float) -> bool:
         """(Lock held, file clean at `size`.) Rotate if due, also when nothing is about to be
         written (the upkeep's age check of an idle file); True if it did."""
-        assert self.file.fd is not None
         if size == 0:
             return False  # nothing to close, and no first line to note the time of
-        record = self.segments.active_record(self.file.inode,
-                                             first_line_at=self.file.first_line_at(size, now))
-        if not self.policy.due(size, record, now):
+        if not self.policy.due(size, self._record(size, now), now):
             return False
         self.rotate()
         return True
+
+    def _record(self, size: int, now: float) -> ActiveRecord:
+        """The active file's record, noting when its first line was written if it does not say
+        (`DataFile.first_line_at`; asked only then, as it costs a system call)."""
+        assert self.file.fd is not None
+        inode = self.file.inode
+        record = self.segments.active_record(inode, first_line_at=now if size == 0 else None)
+        if record.start is None and size > 0:
+            record = self.segments.active_record(
+                inode, first_line_at=self.file.first_line_at(size, now))
+        return record
 
     def rotate(self) -> Segment | None:
         """(Lock held, file clean.) Close the active file as the next segment; None if it is

@@ -76,6 +76,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class FileMoved(Exception):
+    """The data file was rotated away and another writer holds the lock of the file now under
+    its name. The descriptor is that new file, not locked: wait for its lock, then try again
+    (nothing was written)."""
+
+
 class DataFile:
     """The data file `<stem>.jsonl` of one domain, and its quarantine file in `.leitstand/`."""
 
@@ -90,6 +96,10 @@ class DataFile:
         self._helper_fd = helper_fd
         self._metrics = metrics
         self.fd: int | None = None
+        # False: `follow_rotation` raises `FileMoved` rather than polling for the new file's
+        # lock. The store's writer waits for locks in a thread of its own the kernel wakes
+        # (`jsonl.py`); a poll loses every race against a busy writer in another process.
+        self.wait_when_moved = True
         self._ident = (0, 0)  # (device, inode) of `fd`
         # Whether this process has fsynced the directory since it opened the file. Whoever
         # created the file, its name must be durable before this process acknowledges a line.
@@ -140,13 +150,32 @@ class DataFile:
             os.close(self.fd)
             self.fd = None
 
+    def is_current(self) -> bool:
+        """Whether the name still points at the file open here (not rotated away)."""
+        return names(self.name, self._dir_fd, self._ident)
+
+    def reopen(self) -> None:
+        """Open the file the name points to now (created if missing), letting go of the old."""
+        self.close()
+        self.open()
+
     def follow_rotation(self) -> None:
         """(Lock held.) If the file was rotated or removed under us, lock the file the name
-        points to now."""
+        points to now. The new file is opened and tried before the old one's lock is let go,
+        so a writer that waited for the old lock finds the new file taken, not free to race
+        for. If another writer has the new file: with `wait_when_moved`, wait for it here
+        (polling; for the CLI and the NATS sink), else raise `FileMoved`."""
         # Checked again after every lock: the file opened may be rotated away while we wait.
-        while not names(self.name, self._dir_fd, self._ident):
-            self.close()
+        while not self.is_current():
+            old = self.fd
             self.open()
+            locked = self.try_lock()
+            if old is not None:
+                os.close(old)
+            if locked:
+                continue
+            if not self.wait_when_moved:
+                raise FileMoved(self.name)
             try:
                 self.lock()
             except LockTimeout:

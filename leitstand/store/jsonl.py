@@ -6,20 +6,18 @@ additionally logs each group in an intent log before writing it (see `intents.py
 before it answers, cuts a group or line torn by a crash into a quarantine file, and never follows
 a symlink.
 
-Per domain, one `DomainWriter` collects the requests that arrive while a commit is running and
-writes them with one `write()` and one `fdatasync()` — the next group commit. A contended lock is
-waited for in a thread of its own (never the event loop, never the I/O pool), file I/O runs in a
-thread pool, so a slow or locked domain never holds up another one.
+Per domain, one `DomainWriter` collects the requests that arrive while a commit is running or
+the lock is awaited, and writes them with one `write()` and one `fdatasync()` — the next group
+commit. A contended lock is waited for in a thread of its own (`lockwait.py`: never the event
+loop, never the I/O pool), file I/O runs in a thread pool, so a slow or locked domain never holds
+up another one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,9 +27,10 @@ from ..domains import DATA_SUFFIX, file_stem
 from ..errors import IdempotencyConflict, LeitstandError, LockTimeout
 from ..metrics import Metrics
 from .base import AppendResult, Batch, DomainInfo, Health, Idempotency
-from .datafile import open_data_dir, open_helper_dir
+from .datafile import FileMoved, open_data_dir, open_helper_dir
 from .domainfile import DomainFile, Outcome, StoreOptions
 from .legacy import migrate_legacy_names
+from .lockwait import FileLock
 from .maintenance import Maintenance, maintenance_needed
 from .reader import FileReader
 from .space import SpaceGuard
@@ -154,8 +153,10 @@ class DomainWriter:
         self._options = options
         self._pending: list[_Request] = []
         self._running: asyncio.Task[None] | None = None
-        self._waiter: asyncio.Future[None] | None = None  # a blocking flock in progress
-        self._wanted = False  # a group is waiting for `_waiter`
+        self._lock = FileLock(file, pool, metrics, options.lock_timeout)
+        # A rotation by another writer is followed by waiting for the new file's lock in
+        # `_lock`, never by polling for it in the I/O pool (see `_drain`).
+        file.wait_when_moved = False
         # key → (fingerprint, future) of requests of this process not yet answered
         self._in_flight: dict[str, tuple[str, asyncio.Future[AppendResult]]] = {}
 
@@ -187,7 +188,7 @@ class DomainWriter:
 
     def idle(self) -> bool:
         """Nothing queued, running, waiting for the lock, or in flight."""
-        return (not self._pending and not self._in_flight and self._waiter is None
+        return (not self._pending and not self._in_flight and not self._lock.waiting
                 and (self._running is None or self._running.done()))
 
     def close_now(self) -> None:
@@ -211,7 +212,7 @@ class DomainWriter:
             try:
                 if self._file.fd is None:
                     await loop.run_in_executor(self._pool, self._file.open)
-                await self._lock(deadline)
+                await self._lock.acquire(deadline)
             except LockTimeout as exc:
                 self._expire(exc, max(time.monotonic(), deadline))
                 continue
@@ -220,16 +221,23 @@ class DomainWriter:
                 self._finish(pending, [self._as_error(exc)] * len(pending))
                 continue
             group, self._pending = self._pending, []
-            self._metrics.group_size.observe(len(group))
-            outcomes: list[Outcome]
+            outcomes: list[Outcome] | None
             try:
                 outcomes = await loop.run_in_executor(
                     self._pool, self._file.commit, [(r.lines, r.idempotency) for r in group],
                 )
+            except FileMoved:
+                outcomes = None
             except Exception as exc:
                 outcomes = [self._as_error(exc)] * len(group)
             finally:
                 self._file.unlock()
+            if outcomes is None:
+                # Another writer rotated the file and has the new one: wait for its lock,
+                # nothing was written. The group goes first again (the oldest first).
+                self._pending[:0] = group
+                continue
+            self._metrics.group_size.observe(len(group))
             self._finish(group, outcomes)
 
     def _as_error(self, exc: Exception) -> LeitstandError:
@@ -262,73 +270,3 @@ class DomainWriter:
             else:
                 self._metrics.append_seconds.observe(now - request.arrived)
                 request.future.set_result(outcome)
-
-    async def _lock(self, deadline: float) -> None:
-        """Take the data file's flock by `deadline` (the oldest pending request's arrival plus
-        `lock_timeout`), else `LockTimeout`. Uncontended: one non-blocking call. Contended: a
-        blocking flock in a thread of its own (the kernel wakes it when the holder lets go, so
-        a busy writer in another process cannot starve it), awaited with the deadline; a wait
-        that outlives its requests serves the next ones, or lets go of the lock if there are
-        none."""
-        started = time.monotonic()
-        try:
-            if self._waiter is None:
-                if self._file.try_lock():
-                    return
-                self._waiter = self._start_waiter()
-            waiter = self._waiter
-            self._wanted = True
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter),
-                                       max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                if not waiter.done():
-                    raise LockTimeout(
-                        "lock timeout", headers={"Retry-After": self._retry_after()}
-                    ) from None
-            finally:
-                self._wanted = False
-            self._waiter = None  # ours now: `_on_waiter_done` leaves it alone
-            waiter.result()  # the flock's OSError, if any
-        finally:
-            self._metrics.lock_wait_seconds.observe(time.monotonic() - started)
-
-    def _start_waiter(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        future.add_done_callback(self._on_waiter_done)
-        fd = self._file.fd
-        assert fd is not None
-
-        def wait() -> None:
-            error: OSError | None = None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as exc:
-                error = exc
-
-            def settle() -> None:
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(None)
-
-            with contextlib.suppress(RuntimeError):  # the loop is gone: shutting down
-                loop.call_soon_threadsafe(settle)
-
-        threading.Thread(target=wait, name=f"leitstand-lock-{self._file.name}",
-                         daemon=True).start()
-        return future
-
-    def _on_waiter_done(self, future: asyncio.Future[None]) -> None:
-        """Runs before (or, in a race with the deadline, after) the waiting `_lock` resumes: if
-        nobody wants or took the lock (its requests all timed out), let go of it at once."""
-        if self._wanted or self._waiter is not future:
-            return
-        self._waiter = None
-        if not future.cancelled() and future.exception() is None:
-            self._file.unlock()
-
-    def _retry_after(self) -> str:
-        return str(max(1, min(int(self._options.lock_timeout), 30)))
-

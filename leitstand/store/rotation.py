@@ -94,7 +94,8 @@ class Rotation:
 
     def rotate(self) -> Segment | None:
         """(Lock held, file clean.) Close the active file as the next segment; None if it is
-        empty (nothing to close). Afterwards the file holds the lock on the new active file."""
+        empty (nothing to close). Afterwards the file holds the lock on the new active file
+        (or raises `FileMoved`, see `DataFile.follow_rotation`)."""
         file = self.file
         assert file.fd is not None
         if file.size() == 0:
@@ -115,10 +116,14 @@ class Rotation:
             os.close(archive)
         log.info("rotated %s to %s/%s/%s", file.name, "archive", file.stem, name)
         self._metrics.rotations.labels(self._metrics.domain_label(file.label)).inc()
-        file.follow_rotation()
+        try:
+            # May raise `FileMoved` (another writer has the new file); the rotation is complete
+            # then, and the record of the new file is written by whoever writes to it first.
+            file.follow_rotation()
+        finally:
+            if self.after_rotate is not None:
+                self.after_rotate()  # the closed segment's lock is free by now
         self.segments.active_record(file.inode)
-        if self.after_rotate is not None:
-            self.after_rotate()
         segment = parse_segment_name(name)
         assert segment is not None
         return segment

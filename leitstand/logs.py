@@ -25,6 +25,8 @@ def clean(value: object, limit: int = 512) -> str:
     text = str(value)
     if len(text) > limit:
         text = text[:limit] + "..."
+    if text.isascii() and text.isprintable() and " " not in text:
+        return text  # visible ASCII only (\x21-\x7e), the usual case: nothing to escape
     return _UNSAFE.sub(_escape, text)
 
 

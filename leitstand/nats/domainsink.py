@@ -41,6 +41,7 @@ from ..store.legacy import migrate_legacy_names
 from ..store.maintenance import Maintenance, maintenance_needed
 from ..store.rotation import Rotation, RotationPolicy
 from ..store.space import SpaceGuard
+from .collisions import Collisions
 from .seqlog import Mark, SeqLog
 
 log = logging.getLogger("leitstand.sink")
@@ -188,8 +189,9 @@ class DomainSink(DataFile):
 
 
 class DataDir:
-    """The sink's side of a data directory: one `DomainSink` per domain, and the sink lock
-    (`.leitstand/sink.lock`: one sink per data directory)."""
+    """The sink's side of a data directory: one `DomainSink` per domain, the sink lock
+    (`.leitstand/sink.lock`: one sink per data directory), and the collision files of long
+    domains whose file name another domain owns (`collisions.py`)."""
 
     def __init__(self, path: Path, *, fsync: bool, lock_timeout: float,
                  lifecycle: StoreOptions | None = None) -> None:
@@ -200,6 +202,7 @@ class DataDir:
         self._lifecycle = lifecycle
         self._space: SpaceGuard | None = None
         self._upkeep: Maintenance | None = None
+        self._collisions: Collisions | None = None
         self._domains: dict[str, DomainSink] = {}  # by stem
         # Writes (the sink's task, in a thread) and the upkeep thread's age rotations take turns
         # with a domain's writer.
@@ -227,6 +230,9 @@ class DataDir:
                                                lifecycle, interval=lifecycle.upkeep_interval,
                                                rotate_if_old=self._rotate_if_old)
                     self._upkeep.start()
+            self._collisions = Collisions(self._dir_fd, self._helper_fd, self._metrics,
+                                          fsync=fsync, lock_timeout=lock_timeout,
+                                          space=self._space, make_sink=DomainSink)
         except BaseException:
             self.close()
             raise
@@ -251,11 +257,22 @@ class DataDir:
     def apply(self, run: list[tuple[int, str, bytes]]) -> int:
         """Write a run of (sequence, domain, lines) in stream order; durable on return.
         Returns how many lines were written."""
-        by_domain: dict[str, list[tuple[int, bytes]]] = {}
-        for seq, domain, line in run:
-            by_domain.setdefault(domain, []).append((seq, line))
+        assert self._collisions is not None
         with self._writing:
-            return sum(self.domain(d).apply(items) for d, items in by_domain.items())
+            # Per file in stream order: a file's writer skips sequences up to its last one.
+            by_file: dict[DomainSink, list[tuple[int, bytes]]] = {}
+            for seq, domain, line in run:
+                owner = self._collisions.owner(domain)
+                sink = (self.domain(domain) if owner == domain
+                        else self._collisions.sink(domain, owner))
+                by_file.setdefault(sink, []).append((seq, line))
+            written = 0
+            for sink, items in by_file.items():
+                lines = sink.apply(items)
+                if self._collisions.keeps(sink):
+                    self._collisions.events.inc(lines)
+                written += lines
+            return written
 
     def _rotate_if_old(self, stem: str, now: float) -> None:
         """(The upkeep thread.) Rotate the file of `stem` by age if it is due; a file this
@@ -280,6 +297,8 @@ class DataDir:
         for sink in self._domains.values():
             sink.close_all()
         self._domains.clear()
+        if self._collisions is not None:
+            self._collisions.close()
         while self._fds:
             with contextlib.suppress(OSError):
                 os.close(self._fds.pop())

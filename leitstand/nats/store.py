@@ -43,6 +43,7 @@ from ..errors import BackendUnavailable, IdempotencyConflict, PayloadTooLarge, U
 from ..metrics import Metrics
 from ..store.base import AppendResult, Batch, DomainInfo, Health, Idempotency
 from ..store.datafile import open_data_dir
+from ..store.owner import is_shortened, refuse_if_taken
 from ..store.reader import FileReader
 from .connection import connect, ensure_stream, subject_for
 
@@ -85,6 +86,12 @@ class NatsStore:
     ) -> AppendResult:
         """Publish `lines` as one message; return once JetStream acknowledged it."""
         deadline = _now() + self._timeout
+        if is_shortened(domain):
+            # 409 up front when this node sees the sink's files and another domain owns the
+            # name; otherwise the sink keeps the batch aside (leitstand/nats/collisions.py).
+            self._files()
+            assert self._dir_fd is not None
+            await asyncio.to_thread(refuse_if_taken, self._dir_fd, domain)
         js = await self._jetstream(deadline)
         payload = b"".join(lines)
         headers = {COUNT_HEADER: str(len(lines))}

@@ -50,20 +50,21 @@ def open_data_dir(data_dir: Path) -> int:
     return os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def open_helper_dir(dir_fd: int) -> int:
-    """Open `.leitstand/` inside the data dir (creating it durably), never through a symlink."""
+def open_helper_dir(dir_fd: int, name: str = HELPER_DIR) -> int:
+    """Open `.leitstand/` inside the data dir (or the directory `name` inside `dir_fd`),
+    creating it durably, never through a symlink."""
     try:
-        os.mkdir(HELPER_DIR, 0o700, dir_fd=dir_fd)
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
         os.fsync(dir_fd)
     except FileExistsError:
         pass
     try:
-        return os.open(HELPER_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                        dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise RuntimeError(
-                f"{HELPER_DIR} in the data dir is not a directory (a symlink?); refusing to use it"
+                f"{name} in the data dir is not a directory (a symlink?); refusing to use it"
             ) from exc
         raise
 

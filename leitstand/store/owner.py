@@ -8,6 +8,9 @@ write (and read) under that name by another domain is refused with 409 (404 for 
 being mixed into the first domain's file. The record is made while the data file's flock is held
 (both domains lock the same file, so two of them never race), written to a temporary file,
 fsynced and linked into place, so it is either whole or absent.
+
+The NATS sink checks the same record before it writes (`leitstand/nats/collisions.py`), and an
+ingest node that sees the sink's directory refuses a taken name up front (`refuse_if_taken`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ..domains import PLAIN_STEM_MAX
+from ..domains import PLAIN_STEM_MAX, file_stem
 from ..errors import DomainCollision
+from .datafile import HELPER_DIR
 from .files import FILE_MODE, write_all
 
 OWNER_SUFFIX = ".dom"
@@ -50,11 +54,33 @@ def claim(helper_fd: int, stem: str, domain: str, *, fsync: bool) -> None:
         _record(helper_fd, stem, domain, fsync=fsync)
         owner = read_owner(helper_fd, stem)
     if owner != domain:
-        raise DomainCollision(
-            f"domain {domain!r} cannot be stored: its shortened file name {stem}.jsonl already "
-            f"belongs to the domain {owner!r} (the names share a prefix and the same 8-digit "
-            "hash); use a shorter or different domain"
-        )
+        raise collision(domain, stem, owner)
+
+
+def collision(domain: str, stem: str, owner: str | None) -> DomainCollision:
+    return DomainCollision(
+        f"domain {domain!r} cannot be stored: its shortened file name {stem}.jsonl already "
+        f"belongs to the domain {owner!r} (the names share a prefix and the same 8-digit "
+        "hash); use a shorter or different domain"
+    )
+
+
+def refuse_if_taken(dir_fd: int, domain: str) -> None:
+    """Raise `DomainCollision` if the data dir `dir_fd` records another domain as the owner of
+    `domain`'s shortened name. Reads only: a name nobody has claimed yet passes."""
+    if not is_shortened(domain):
+        return
+    try:
+        helper_fd = os.open(HELPER_DIR, _READ | os.O_DIRECTORY, dir_fd=dir_fd)
+    except OSError:
+        return  # no helper dir (yet): nothing is recorded
+    try:
+        stem = file_stem(domain)
+        owner = read_owner(helper_fd, stem)
+    finally:
+        os.close(helper_fd)
+    if owner is not None and owner != domain:
+        raise collision(domain, stem, owner)
 
 
 def _record(helper_fd: int, stem: str, domain: str, *, fsync: bool) -> None:

@@ -115,8 +115,17 @@ class Collisions:
                 domain, stem, owner, HELPER_DIR, COLLISIONS_DIR, stem)
         return sink
 
-    def keeps(self, sink: DomainSink) -> bool:
-        return self._sinks.get(sink.stem) is sink
+    def route(self, domain: str, own_file: Callable[[str], DomainSink]) -> DomainSink:
+        """The writer for `domain`'s lines: `own_file(domain)`, or the collision file if
+        another domain owns the name."""
+        owner = self.owner(domain)
+        return own_file(domain) if owner == domain else self.sink(domain, owner)
+
+    def count(self, sink: DomainSink, lines: int) -> int:
+        """Count `lines` written by `sink` if it writes a collision file; return them."""
+        if self._sinks.get(sink.stem) is sink:
+            self.events.inc(lines)
+        return lines
 
     def close(self) -> None:
         for sink in self._sinks.values():

@@ -258,21 +258,13 @@ class DataDir:
         """Write a run of (sequence, domain, lines) in stream order; durable on return.
         Returns how many lines were written."""
         assert self._collisions is not None
+        kept = self._collisions
         with self._writing:
-            # Per file in stream order: a file's writer skips sequences up to its last one.
+            # One write per file, in stream order: a file's writer skips sequences up to its last.
             by_file: dict[DomainSink, list[tuple[int, bytes]]] = {}
             for seq, domain, line in run:
-                owner = self._collisions.owner(domain)
-                sink = (self.domain(domain) if owner == domain
-                        else self._collisions.sink(domain, owner))
-                by_file.setdefault(sink, []).append((seq, line))
-            written = 0
-            for sink, items in by_file.items():
-                lines = sink.apply(items)
-                if self._collisions.keeps(sink):
-                    self._collisions.events.inc(lines)
-                written += lines
-            return written
+                by_file.setdefault(kept.route(domain, self.domain), []).append((seq, line))
+            return sum(kept.count(sink, sink.apply(items)) for sink, items in by_file.items())
 
     def _rotate_if_old(self, stem: str, now: float) -> None:
         """(The upkeep thread.) Rotate the file of `stem` by age if it is due; a file this

@@ -51,14 +51,15 @@ def test_the_sink_keeps_a_colliding_domain_apart_exactly_once(tmp_path: Path) ->
            (3, FIRST, line(FIRST, 1)), (4, SECOND, line(SECOND, 101))]
     assert data.apply(run) == 4
     assert data.metrics.registry.get_sample_value("leitstand_sink_collided_events_total") == 2
-    data.close()  # a crash before the acks: JetStream redelivers 3 and 4
+    data.close()  # a crash before the last ack: JetStream redelivers 4
 
     again = DataDir(tmp_path, fsync=True, lock_timeout=2.0)
     try:
-        # The second domain's message comes first now: the record still names the first.
+        # Acked up to 3 only. The second domain's message comes first now (a new process that
+        # knows nothing yet): the record still names the first domain as the owner.
         redelivered = [(4, SECOND, line(SECOND, 101)), (5, SECOND, line(SECOND, 102)),
-                       (3, FIRST, line(FIRST, 1)), (6, FIRST, line(FIRST, 2))]
-        assert again.apply(sorted(redelivered)) == 2
+                       (6, FIRST, line(FIRST, 2))]
+        assert again.apply(redelivered) == 2
         assert again.metrics.registry.get_sample_value(
             "leitstand_sink_collided_events_total") == 1
     finally:

@@ -127,3 +127,14 @@ async def test_every_metric_named_in_the_docs_exists(client, doc, heading) -> No
         (await client.get("/metrics")).text)}
     families |= {name + "_total" for name in families}
     assert named <= families, named - families
+
+
+def test_remembered_children_are_the_metrics_own() -> None:
+    """`Children` hands out the child `labels()` would: one series, counted either way."""
+    metrics = Metrics()
+    metrics.requests_by("/v1/ingest", "202").inc()
+    metrics.requests.labels("/v1/ingest", "202").inc()
+    assert metrics.requests_by("/v1/ingest", "202") is metrics.requests.labels("/v1/ingest", "202")
+    text = metrics.render().decode()
+    assert 'leitstand_requests_total{route="/v1/ingest",status="202"} 2.0' in text
+    assert text.count("leitstand_requests_total{") == 1

@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..http.ratelimit import MovingWindow
-from ..metrics import CappedLabels
+from ..metrics import CappedLabels, Children
 from ..reloading import Reloadable, file_fingerprint, on_sighup
 from .tokenfile import TokenFileError, load_token_file
 from .tokens import DEFAULT_NAME, Token, TokenSet, full_access, rfc3339
@@ -35,6 +35,7 @@ class AccessMetrics:
                                 "name.", ["token"], registry=registry)
         self.events = Counter("leitstand_token_events", "Events stored, by token name.",
                               ["token"], registry=registry)
+        self.requests_by, self.events_by = Children(self.requests), Children(self.events)
         self.rejections = Counter("leitstand_token_rejections", "Rejected requests of a known "
                                   "token (scope, rate limit, bad input...), by token name and "
                                   "reason.", ["token", "reason"], registry=registry)
@@ -127,7 +128,7 @@ class Access:
             raise Unauthorized(f"token expired at {rfc3339(token.expires)}")
         state["token"] = token
         state["token_name"] = token.name
-        self.metrics.requests.labels(self._label(token)).inc()
+        self.metrics.requests_by(self._label(token)).inc()
         if token.rate_limit is not None:
             self._hit_token_limit(token, token.rate_limit)
         return token
@@ -192,7 +193,7 @@ class Access:
 
     # -- records ------------------------------------------------------------------------------
     def stored(self, token: Token, events: int) -> None:
-        self.metrics.events.labels(self._label(token)).inc(events)
+        self.metrics.events_by(self._label(token)).inc(events)
 
     def rejected(self, request: Request, reason: str) -> None:
         token: Token | None = getattr(request.state, "token", None)

@@ -75,7 +75,7 @@ def record_request(metrics: Metrics, scope: Scope, status: int, request_id: str,
     `scope["route"]`); for the middleware and the lean ingest front (front.py) alike."""
     route = scope.get("route")
     template = getattr(route, "path", None) or "unmatched"
-    metrics.requests.labels(template, str(status)).inc()
+    metrics.requests_by(template, str(status)).inc()
     if log.isEnabledFor(logging.INFO):
         client = scope.get("client")
         args = (

@@ -246,3 +246,36 @@ def test_a_real_server_serves_ingest_through_the_front(server) -> None:
                      r"path=/v1/ingest status=202 duration_ms=", log), log
     assert re.search(r"request_id=real-denied client=127\.0\.0\.1 token=- method=POST "
                      r"path=/ingest/aussen status=401 duration_ms=", log), log
+
+
+async def test_a_client_gone_before_the_body_is_complete(make_settings) -> None:
+    """As with Starlette's `Request.stream`: the disconnect ends the read, the answer (which
+    nobody reads) is a 400, counted and recorded; nothing is stored."""
+    app = create_app(make_settings())
+    messages = [{"type": "http.request", "body": b'{"n":', "more_body": True},
+                {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/ingest",
+             "raw_path": b"/v1/ingest", "query_string": b"domain=aussen", "root_path": "",
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+             "headers": [(b"x-auth", TOKEN.encode()), (b"content-type", b"application/json")]}
+    try:
+        await app(scope, receive, send)
+        svc = app.state.service
+        rejection = svc.rejections.latest(1)[0]
+        metrics = svc.metrics.render().decode()
+    finally:
+        await app.state.service.store.close()
+    assert sent[0]["status"] == 400
+    assert sent[1]["body"] == b'{"detail":"client disconnected before the body was complete"}'
+    assert (rejection.status, rejection.route, rejection.token) == (400, "/v1/ingest", "default")
+    assert 'leitstand_requests_total{route="/v1/ingest",status="400"} 1.0' in metrics
+    assert not list(make_settings().data_dir.glob("*.jsonl"))

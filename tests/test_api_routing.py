@@ -129,6 +129,9 @@ async def test_ingest_operations_come_from_the_routes_that_serve(client) -> None
     routes = [r for r in client.app.routes if isinstance(r, DocumentedRoute)]
     assert {(r.path, r.method) for r in routes} == {("/v1/ingest", "POST"),
                                                     ("/ingest/{domain}", "POST")}
+    # the lean front (the app's outermost layer) serves exactly these route objects
+    front = client.app.build_middleware_stack()
+    assert [id(r) for r in front.routes] == [id(r) for r in routes]
     for route in routes:
         operation = document["paths"][route.path][route.method.lower()]
         assert operation == route.operation

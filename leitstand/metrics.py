@@ -32,7 +32,7 @@ class CappedLabels:
 
 class Children:
     """The children of a labelled metric, remembered by their label values: `labels()` checks
-    the values and takes a lock on every call (~2,000 instructions, bench/notes.md), this is
+    the values and takes a lock on every call (~7,000 instructions, bench/notes.md), this is
     one dict lookup. Only for label values from a bounded set (route templates and statuses,
     capped token names)."""
 

@@ -19,6 +19,7 @@ from ..domains import DATA_SUFFIX
 from ..errors import LeitstandError
 from ..metrics import Metrics
 from .compress import clean, compress_segment, raw_segments
+from .datafile import FileMoved
 from .domainfile import DomainFile, StoreOptions
 from .retention import apply_retention
 from .segments import ARCHIVE_DIR, DIR_FLAGS, archive_summary, open_archive
@@ -124,6 +125,7 @@ class Maintenance:
 
     def _rotate_domain_file_if_old(self, stem: str, now: float) -> None:
         file = DomainFile(stem, self._dir_fd, self._helper_fd, self._metrics, self._options)
+        file.wait_when_moved = False  # never poll for a lock from this thread (datafile.py)
         try:
             file.open(create=False)
             if not file.try_lock():
@@ -131,6 +133,8 @@ class Maintenance:
             size = file.recover(tail_only=True)
             assert file.rotation is not None
             file.rotation.rotate_if_old(size, now)
+        except FileMoved:
+            return  # rotated (by us or another process); the new file is a writer's now
         except (LeitstandError, OSError) as exc:
             log.warning("cannot rotate %s%s by age: %s", stem, DATA_SUFFIX, exc)
         finally:

@@ -56,6 +56,20 @@ def test_killed_after_fsync_before_ack_writes_nothing_twice(tmp_path: Path) -> N
     assert (tmp_path / "aussen.jsonl").read_bytes() == b"".join(LINES[:3])
 
 
+def test_the_sinks_metrics_count_what_it_stored_not_what_was_redelivered(
+        tmp_path: Path) -> None:
+    data = DataDir(tmp_path, fsync=True, lock_timeout=1.0)
+    try:
+        assert data.apply([(1, "aussen", LINES[0]), (2, "aussen", LINES[1])]) == 2
+        assert data.apply([(2, "aussen", LINES[1]), (3, "aussen", LINES[2])]) == 1
+        text = data.metrics.render().decode()
+        assert 'leitstand_events_total{domain="aussen"} 3.0' in text
+        size = sum(len(line) for line in LINES[:3])
+        assert f'leitstand_bytes_total{{domain="aussen"}} {float(size)}' in text
+    finally:
+        data.close()
+
+
 def test_killed_between_record_and_data_writes_the_messages_once(tmp_path: Path) -> None:
     sink = sink_for(tmp_path)
     sink.apply([(1, LINES[0])])

@@ -97,7 +97,9 @@ class DomainSink(DataFile):
             if self._space is not None:
                 self._space.check(len(payload))
             self._write(items[-1][0], payload, size)
-            return payload.count(b"\n")
+            lines = payload.count(b"\n")
+            self._metrics.stored(self.domain, lines, len(payload))
+            return lines
         except OSError as exc:
             raise storage_error(exc, f"cannot store events for {self.domain}") from exc
         finally:

@@ -279,3 +279,23 @@ async def test_a_client_gone_before_the_body_is_complete(make_settings) -> None:
     assert (rejection.status, rejection.route, rejection.token) == (400, "/v1/ingest", "default")
     assert 'leitstand_requests_total{route="/v1/ingest",status="400"} 1.0' in metrics
     assert not list(make_settings().data_dir.glob("*.jsonl"))
+
+
+async def test_the_same_path_under_another_root_path_is_matched_anew(make_settings) -> None:
+    """The front remembers the router's verdict per path and root path, never per path alone."""
+    app = create_app(make_settings())
+    asgi = front_only(app)
+    try:
+        for _ in range(2):
+            transport = httpx.ASGITransport(app=asgi, root_path="/x")
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                served = await http.post("/x/v1/ingest?domain=aussen", json={"n": 1},
+                                         headers={"X-Auth": TOKEN})
+                assert served.status_code == 202
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                         base_url="http://test") as http:
+                with pytest.raises(AssertionError, match=r"passed POST /x/v1/ingest on"):
+                    await http.post("/x/v1/ingest?domain=aussen", json={"n": 1},
+                                    headers={"X-Auth": TOKEN})
+    finally:
+        await app.state.service.store.close()

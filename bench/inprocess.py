@@ -29,10 +29,12 @@ TOKEN = "inprocess-token"
 def build_app() -> Any:
     os.environ.update(LEITSTAND_TOKEN=TOKEN, LEITSTAND_DATA_DIR=tempfile.mkdtemp(),
                       LEITSTAND_FSYNC="off", LEITSTAND_RATE_LIMIT="1000000/second")
-    from leitstand.app import create_app
+    from leitstand.app import create_app, tune_process
     from leitstand.config import load_settings
 
-    return create_app(load_settings())
+    app = create_app(load_settings())
+    tune_process()  # as every server process does
+    return app
 
 
 async def drive(app: Any, kind: cases.Kind, requests: int) -> None:

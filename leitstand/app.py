@@ -9,6 +9,7 @@ export leave the interpreter as they found it.
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 
 from .http.app import create_app
@@ -22,12 +23,17 @@ SWITCH_INTERVAL = 0.0005
 def tune_process() -> None:
     """Tune this interpreter for serving; call it once the app is built, in each worker.
 
-    The switch interval as above. Then the startup heap (FastAPI, pydantic, the routes: most of
-    the process) is frozen: it lives as long as the process, and keeping it out of the
-    collector's full passes takes them out of the latency tail (single-event p99 about a third
-    lower, bench/notes.md).
+    The switch interval as above; log records without thread and process names. Then the
+    startup heap (FastAPI, pydantic, the routes: most of the process) is frozen: it lives as
+    long as the process, and keeping it out of the collector's full passes takes them out of
+    the latency tail (single-event p99 about a third lower, bench/notes.md).
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
+    # No log format of the server shows thread or process names: logging's documented switches
+    # stop it from looking them up for every record (the access log makes one per request).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     gc.collect()
     gc.freeze()
 

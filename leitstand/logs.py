@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _UNSAFE = re.compile(r"[^\x21-\x7e]")  # anything but visible ASCII is escaped
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -51,13 +52,17 @@ class SafeFormatter(logging.Formatter):
         an access log line)."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
+        return self.stamp(record.created, record.msecs)
+
+    def stamp(self, created: float, msecs: float) -> str:
+        """`asctime` for a record made at `created` (its `msecs` as LogRecord computes them)."""
         second, stamp = self._second_and_stamp  # one tuple: consistent across threads
-        if int(record.created) != second:
-            second = int(record.created)
-            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+        if int(created) != second:
+            second = int(created)
+            stamp = time.strftime(self.default_time_format, self.converter(created))
             self._second_and_stamp = (second, stamp)
         msec_format = self.default_msec_format
-        return msec_format % (stamp, record.msecs) if msec_format else stamp
+        return msec_format % (stamp, msecs) if msec_format else stamp
 
     def formatException(self, ei: Any) -> str:
         return _indent(super().formatException(ei))
@@ -97,11 +102,28 @@ class LoopBatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._pending.append(line)
             self.flush()
             return
+        self._batch(line, loop)
+
+    def _batch(self, line: str, loop: asyncio.AbstractEventLoop) -> None:
         if self._scheduled_on is not loop:
             self.flush()  # what a loop that no longer runs may have left behind
             loop.call_soon(self.flush)
             self._scheduled_on = loop
         self._pending.append(line)
+
+    def add_info_line(self, name: str, message: str, loop: asyncio.AbstractEventLoop) -> None:
+        """What `emit` does with an INFO record of logger `name` whose message is `message`,
+        logged on `loop` now: the same line (LINE_FORMAT, `message` visible ASCII already),
+        without a LogRecord. Only for this handler with a SafeFormatter of LINE_FORMAT
+        (`info_line_handler`)."""
+        formatter = self.formatter
+        assert isinstance(formatter, SafeFormatter)
+        created = time.time()
+        # LogRecord's msecs (Python 3.11); the stamp's seconds are cached (formatTime)
+        msecs = int((created - int(created)) * 1000) + 0.0
+        line = f"{formatter.stamp(created, msecs)} INFO {name} {message}{self.terminator}"
+        with self.lock:  # type: ignore[union-attr]
+            self._batch(line, loop)
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -122,6 +144,28 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level)
     if not logger.handlers:
         handler = LoopBatchingHandler(sys.stderr)
-        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(SafeFormatter(LINE_FORMAT))
         logger.addHandler(handler)
         logger.propagate = False
+
+
+def info_line_handler(logger: logging.Logger) -> LoopBatchingHandler | None:
+    """The handler an INFO line of `logger` may be handed to as text (`add_info_line`): when
+    the only place the line would go is leitstand's own handler as `configure_logging` set it
+    up (no filter on the way, nothing else listening). Anything else — a handler or filter
+    added by a test or an embedding application, another format — gets None, and the caller
+    logs an ordinary record."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.disabled or current.filters:
+            return None
+        if current.handlers:
+            (handler, *others) = current.handlers
+            if (others or current.propagate or type(handler) is not LoopBatchingHandler
+                    or handler.filters or handler.level > logging.INFO
+                    or type(handler.formatter) is not SafeFormatter
+                    or handler.formatter._fmt != LINE_FORMAT):
+                return None
+            return handler
+        current = current.parent if current.propagate else None
+    return None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30)
 _GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
@@ -30,21 +33,55 @@ class CappedLabels:
         return OTHER
 
 
-class Children:
-    """The children of a labelled metric, remembered by their label values: `labels()` checks
-    the values and takes a lock on every call (~7,000 instructions, bench/notes.md), this is
-    one dict lookup. Only for label values from a bounded set (route templates and statuses,
-    capped token names)."""
+class RequestCounter:
+    """A labelled counter for the request path, exposed as a Prometheus counter through a
+    custom collector (prometheus_client's documented way to expose values kept elsewhere).
 
-    def __init__(self, metric: Counter) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], Counter] = {}
+    `counter(*label_values).inc(n)` as with a `Counter`'s child, but each child is a plain
+    number behind a lock: prometheus_client's `Counter.inc` (its observability check, its value
+    object, the exemplar handling) cost ~5,500 instructions per call, and a single event made
+    three of them (bench/notes.md). The exposition is the same as a `Counter`'s: `<name>_total`
+    and `<name>_created` per child (tests/test_api_metrics.py compares the two). Only for
+    label values from a bounded set (route templates and statuses, capped token names).
+    Not thread-safe: count from the event loop only (the access log and the token check run
+    there, for the ingest front and the FastAPI routes alike); /metrics may read from any
+    thread."""
 
-    def __call__(self, *values: str) -> Counter:
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Count] = {}
+        registry.register(self)
+
+    def __call__(self, *values: str) -> _Count:
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = self._metric.labels(*values)
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}")
+            child = self._children.setdefault(values, _Count())
         return child
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(values, child.value, created=child.created)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+
+class _Count:
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
 
 
 class Metrics:
@@ -61,13 +98,11 @@ class Metrics:
         self.bytes = Counter(
             "leitstand_bytes", "Bytes of stored lines, by domain.", ["domain"], registry=r
         )
-        self.requests = Counter(
-            "leitstand_requests",
-            "HTTP requests answered, by route template and status.",
-            ["route", "status"],
-            registry=r,
+        # per request: (route template, status)
+        self.requests_by = RequestCounter(
+            "leitstand_requests", "HTTP requests answered, by route template and status.",
+            ["route", "status"], registry=r,
         )
-        self.requests_by = Children(self.requests)  # per request: (route template, status)
         self.rejections = Counter(
             "leitstand_rejections", "Rejected requests, by reason.", ["reason"], registry=r
         )

@@ -129,12 +129,29 @@ async def test_every_metric_named_in_the_docs_exists(client, doc, heading) -> No
     assert named <= families, named - families
 
 
-def test_remembered_children_are_the_metrics_own() -> None:
-    """`Children` hands out the child `labels()` would: one series, counted either way."""
-    metrics = Metrics()
-    metrics.requests_by("/v1/ingest", "202").inc()
-    metrics.requests.labels("/v1/ingest", "202").inc()
-    assert metrics.requests_by("/v1/ingest", "202") is metrics.requests.labels("/v1/ingest", "202")
-    text = metrics.render().decode()
-    assert 'leitstand_requests_total{route="/v1/ingest",status="202"} 2.0' in text
-    assert text.count("leitstand_requests_total{") == 1
+def test_request_counters_expose_what_a_prometheus_counter_exposes() -> None:
+    """`RequestCounter` (plain numbers, a custom collector) and prometheus_client's `Counter`
+    with the same increments give the same exposition, `_created` apart (its time)."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from leitstand.metrics import RequestCounter
+
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = RequestCounter("x_requests", "Requests.", ["route", "status"], ours_registry)
+    theirs = Counter("x_requests", "Requests.", ["route", "status"], registry=theirs_registry)
+    for route, status, amount in [("/a", "202", 1), ("/a", "202", 2.5), ("/b", "4\"0\n", 1),
+                                  ("/a", "400", 3)]:
+        ours(route, status).inc(amount)
+        theirs.labels(route, status).inc(amount)
+    assert ours("/a", "202") is ours("/a", "202")  # remembered, one series
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created{" not in line]
+
+    assert lines(ours_registry) == lines(theirs_registry)
+    created = [line for line in generate_latest(ours_registry).decode().splitlines()
+               if line.startswith("x_requests_created{")]
+    assert len(created) == 3
+    with pytest.raises(ValueError):
+        ours("/a")

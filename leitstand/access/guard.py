@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..http.ratelimit import MovingWindow
-from ..metrics import CappedLabels, Children
+from ..metrics import CappedLabels, RequestCounter
 from ..reloading import Reloadable, file_fingerprint, on_sighup
 from .tokenfile import TokenFileError, load_token_file
 from .tokens import DEFAULT_NAME, Token, TokenSet, full_access, rfc3339
@@ -31,11 +31,10 @@ from .tokens import DEFAULT_NAME, Token, TokenSet, full_access, rfc3339
 class AccessMetrics:
     def __init__(self, registry: CollectorRegistry, max_names: int) -> None:
         self.names = CappedLabels(max_names)
-        self.requests = Counter("leitstand_token_requests", "Authenticated requests, by token "
-                                "name.", ["token"], registry=registry)
-        self.events = Counter("leitstand_token_events", "Events stored, by token name.",
-                              ["token"], registry=registry)
-        self.requests_by, self.events_by = Children(self.requests), Children(self.events)
+        self.requests_by = RequestCounter("leitstand_token_requests", "Authenticated "
+                                          "requests, by token name.", ["token"], registry)
+        self.events_by = RequestCounter("leitstand_token_events", "Events stored, by token "
+                                        "name.", ["token"], registry)
         self.rejections = Counter("leitstand_token_rejections", "Rejected requests of a known "
                                   "token (scope, rate limit, bad input...), by token name and "
                                   "reason.", ["token", "reason"], registry=registry)

@@ -155,3 +155,25 @@ def test_request_counters_expose_what_a_prometheus_counter_exposes() -> None:
     assert len(created) == 3
     with pytest.raises(ValueError):
         ours("/a")
+
+
+def test_request_histogram_exposes_what_a_prometheus_histogram_exposes() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from leitstand.metrics import RequestHistogram
+
+    bounds = (0.001, 0.01, 0.1, 1)
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = RequestHistogram("x_seconds", "Seconds.", bounds, ours_registry)
+    theirs = Histogram("x_seconds", "Seconds.", buckets=bounds, registry=theirs_registry)
+    for amount in (0.0, 0.0005, 0.001, 0.0010001, 0.05, 0.1, 0.7, 1, 3.5, 1e9):
+        ours.observe(amount)
+        theirs.observe(amount)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        return [line for line in generate_latest(registry).decode().splitlines()
+                if not line.startswith("x_seconds_created ")]
+
+    assert lines(ours_registry) == lines(theirs_registry)
+    assert any(line.startswith("x_seconds_created ")
+               for line in generate_latest(ours_registry).decode().splitlines())

@@ -41,8 +41,8 @@ class RequestCounter:
     custom collector (prometheus_client's documented way to expose values kept elsewhere).
 
     `counter(*label_values).inc(n)` as with a `Counter`'s child, but each child is a plain
-    number behind a lock: prometheus_client's `Counter.inc` (its observability check, its value
-    object, the exemplar handling) cost ~5,500 instructions per call, and a single event made
+    number: prometheus_client's `Counter.inc` (its observability check, its value object with
+    its lock, the exemplar handling) cost ~5,500 instructions per call, and a single event made
     three of them (bench/notes.md). The exposition is the same as a `Counter`'s: `<name>_total`
     and `<name>_created` per child (tests/test_api_metrics.py compares the two). Only for
     label values from a bounded set (route templates and statuses, capped token names).

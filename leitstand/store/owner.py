@@ -15,13 +15,12 @@ ingest node that sees the sink's directory refuses a taken name up front (`refus
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from ..domains import PLAIN_STEM_MAX, file_stem
 from ..errors import DomainCollision
 from .datafile import HELPER_DIR
-from .files import FILE_MODE, write_all
+from .files import replace_file
 
 OWNER_SUFFIX = ".dom"
 _READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -51,7 +50,9 @@ def claim(helper_fd: int, stem: str, domain: str, *, fsync: bool) -> None:
     raise `DomainCollision` if another domain owns it."""
     owner = read_owner(helper_fd, stem)
     if owner is None:
-        _record(helper_fd, stem, domain, fsync=fsync)
+        # all at once (a record that is not whole reads as none, and is replaced)
+        replace_file(stem + OWNER_SUFFIX, helper_fd, domain.encode("ascii") + b"\n",
+                     fsync=fsync)
         owner = read_owner(helper_fd, stem)
     if owner != domain:
         raise collision(domain, stem, owner)
@@ -81,20 +82,3 @@ def refuse_if_taken(dir_fd: int, domain: str) -> None:
         os.close(helper_fd)
     if owner is not None and owner != domain:
         raise collision(domain, stem, owner)
-
-
-def _record(helper_fd: int, stem: str, domain: str, *, fsync: bool) -> None:
-    name, tmp = stem + OWNER_SUFFIX, stem + OWNER_SUFFIX + ".tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name, dir_fd=helper_fd)  # not whole (a crash while it was written)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 FILE_MODE, dir_fd=helper_fd)
-    try:
-        write_all(fd, domain.encode("ascii") + b"\n")
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=helper_fd, dst_dir_fd=helper_fd)
-    if fsync:
-        os.fsync(helper_fd)
